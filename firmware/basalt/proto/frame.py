@@ -1,0 +1,50 @@
+# Console frames: one line each, readable on a serial terminal, checked by CRC.
+#
+#   $<json>*<CRC>\n      CRC = CRC-16/MCRF4XX of the JSON bytes, 4 uppercase hex digits
+#
+# Requests {"id": 1..65535, "cmd": "...", "args": {...}}; replies {"id", "ok", "data"|"err","msg"};
+# events {"ev", "seq", "t", "data"}. docs/protocol.md is the full description.
+from ..lib.crc16 import crc16
+
+MAX_FRAME = 512  # bytes including '$', '*', CRC and newline; longer lines are refused
+HEX = b"0123456789ABCDEF"
+
+
+class FrameError(Exception):
+    def __init__(self, code, msg):
+        super().__init__(msg)
+        self.code = code
+        self.msg = msg
+
+
+def encode(body):
+    """bytes body -> full frame bytes."""
+    c = crc16(body)
+    return b"$" + body + b"*" + bytes((HEX[c >> 12], HEX[(c >> 8) & 15], HEX[(c >> 4) & 15], HEX[c & 15])) + b"\n"
+
+
+def _hexval(ch):
+    if 48 <= ch <= 57:
+        return ch - 48
+    if 65 <= ch <= 70:
+        return ch - 55
+    if 97 <= ch <= 102:
+        return ch - 87
+    raise FrameError("frame", "CRC is not 4 hex digits")
+
+
+def check(line, n):
+    """Validate line[0:n] (no newline). Return (body_start, body_end, crc)."""
+    if n and line[n - 1] == 13:  # tolerate CRLF from terminals
+        n -= 1
+    if n < 7 or line[0] != 36:  # '$'
+        raise FrameError("frame", "a frame is $<json>*<crc16 hex>")
+    if line[n - 5] != 42:  # '*'
+        raise FrameError("frame", "missing *CRC at the end of the frame")
+    got = 0
+    for i in range(n - 4, n):
+        got = (got << 4) | _hexval(line[i])
+    want = crc16(line, 1, n - 5)
+    if got != want:
+        raise FrameError("crc", "CRC mismatch")
+    return 1, n - 5, want

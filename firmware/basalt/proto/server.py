@@ -1,0 +1,147 @@
+# The console protocol server: assembles lines from the console HAL, validates frames,
+# dispatches commands, and queues replies and events. It never blocks: output waits in a
+# fixed buffer and is drained as the console accepts it; when the buffer is full, events are
+# dropped (counted, and visible to the host as a gap in `seq`) rather than stall the pump.
+import json
+
+from ..core.errors import Refused
+from .commands import COMMANDS
+from .frame import MAX_FRAME, FrameError, check, encode
+
+TX_SIZE = 4096
+REPLY_CACHE = 8  # recent request ids whose replies are replayed on retransmission
+
+
+class ConsoleServer:
+    def __init__(self, console, version):
+        self.console = console
+        self.version = version
+        self.pump = None
+        self.rx = bytearray(MAX_FRAME)
+        self.rx_len = 0
+        self.discarding = False  # inside an over-long line: drop bytes until its newline
+        self.chunk = bytearray(128)
+        self.tx = bytearray(TX_SIZE)
+        self.tx_mv = memoryview(self.tx)
+        self.tx_head = 0
+        self.tx_tail = 0
+        self.seq = 0
+        self.dropped = 0
+        self.frames_ok = 0
+        self.frames_bad = 0
+        self.cache_ids = []
+        self.cache = {}
+
+    # ---- output -----------------------------------------------------------------------
+    def _queue(self, frame, droppable):
+        n = len(frame)
+        if self.tx_tail + n > TX_SIZE and self.tx_head:
+            live = self.tx_tail - self.tx_head
+            self.tx[0:live] = self.tx[self.tx_head:self.tx_tail]
+            self.tx_head, self.tx_tail = 0, live
+        if self.tx_tail + n > TX_SIZE:
+            self.dropped += 1
+            return False
+        self.tx[self.tx_tail:self.tx_tail + n] = frame
+        self.tx_tail += n
+        self.flush()
+        return True
+
+    def flush(self):
+        if self.tx_head == self.tx_tail:
+            return
+        n = self.console.write(self.tx_mv[self.tx_head:self.tx_tail])
+        if n:
+            self.tx_head += n
+            if self.tx_head == self.tx_tail:
+                self.tx_head = self.tx_tail = 0
+
+    def event(self, name, data):
+        self.seq += 1
+        t = self.pump.uptime_s if self.pump else 0
+        body = json.dumps({"ev": name, "seq": self.seq, "t": t, "data": data})
+        self._queue(encode(body.encode()), True)
+
+    def _reply(self, rid, ok, payload):
+        if ok:
+            doc = {"id": rid, "ok": True, "data": payload}
+        else:
+            doc = {"id": rid, "ok": False, "err": payload[0], "msg": payload[1]}
+        frame = encode(json.dumps(doc).encode())
+        self._queue(frame, False)
+        return frame
+
+    # ---- input ------------------------------------------------------------------------
+    def poll(self):
+        """Read what the console has and handle every complete line in it."""
+        while True:
+            n = self.console.readinto(self.chunk)
+            if not n:
+                return
+            for i in range(n):
+                b = self.chunk[i]
+                if b == 10:  # '\n'
+                    if self.discarding:
+                        self.discarding = False
+                        self.frames_bad += 1
+                        self._reply(0, False, ("too_long", "frame longer than %d bytes" % MAX_FRAME))
+                    elif self.rx_len:
+                        self._line(self.rx_len)
+                    self.rx_len = 0
+                elif not self.discarding:
+                    if self.rx_len >= MAX_FRAME - 1:
+                        self.discarding = True
+                        self.rx_len = 0
+                    else:
+                        self.rx[self.rx_len] = b
+                        self.rx_len += 1
+
+    def _line(self, n):
+        rid = 0
+        try:
+            start, end, crc = check(self.rx, n)
+            req = json.loads(bytes(self.rx[start:end]))
+            if type(req) is not dict:
+                raise FrameError("bad_request", "a request is a JSON object")
+            rid = req.get("id")
+            if type(rid) is not int or not 1 <= rid <= 65535:
+                rid = 0
+                raise FrameError("bad_request", "id must be an integer 1..65535")
+            cached = self.cache.get(rid)
+            if cached and cached[0] == crc:  # a retransmission: same reply, not a second bolus
+                self._queue(cached[1], False)
+                return
+            cmd = req.get("cmd")
+            args = req.get("args", {})
+            if type(args) is not dict:
+                raise FrameError("bad_request", "args must be an object")
+            handler = COMMANDS.get(cmd) if type(cmd) is str else None
+            if handler is None:
+                raise FrameError("unknown_cmd", "unknown command %r" % (cmd,))
+            if cmd == "ping":
+                data = handler(self.pump, args)
+                data["version"] = self.version
+                data["frames_bad"] = self.frames_bad
+                data["events_dropped"] = self.dropped
+            else:
+                data = handler(self.pump, args)
+            self.frames_ok += 1
+            self._remember(rid, crc, self._reply(rid, True, data))
+        except (Refused, FrameError) as e:
+            self.frames_bad += 1
+            frame = self._reply(rid, False, (e.code, e.msg))
+            if rid:
+                self._remember(rid, crc, frame)
+        except ValueError:
+            self.frames_bad += 1
+            self._reply(rid, False, ("json", "body is not valid JSON"))
+        except Exception as e:  # noqa: BLE001 - a bug in one command must not take the pump down
+            self.frames_bad += 1
+            self._reply(rid, False, ("internal", "internal error: %s" % type(e).__name__))
+
+    def _remember(self, rid, crc, frame):
+        if rid not in self.cache:
+            self.cache_ids.append(rid)
+            if len(self.cache_ids) > REPLY_CACHE:
+                del self.cache[self.cache_ids.pop(0)]
+        self.cache[rid] = (crc, frame)
