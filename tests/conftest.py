@@ -83,3 +83,22 @@ class MpyItem(pytest.Item):
 
 class MpyTestFailure(Exception):
     pass
+
+
+@pytest.fixture
+def dut(request):
+    """A connected pump: the simulator (lockstep, 64 KB heap) or, with --port URL, a real board."""
+    from hil.dut import Dut
+
+    url = request.config.getoption("--port")
+    d = Dut.board(url) if url else Dut.simulated(micropython=request.config.getoption("--micropython"))
+    yield d
+    d.close()
+
+
+@pytest.fixture
+def sim_dut(dut):
+    """A pump whose time the test owns; tests that need virtual time skip on a real board."""
+    if not dut.is_sim:
+        pytest.skip("needs the simulator's virtual time and plant")
+    return dut

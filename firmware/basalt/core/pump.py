@@ -53,6 +53,9 @@ class Pump:
         self.uptime_s += 1
         if self.state != RUNNING:
             return
+        if self.reservoir_steps == 0:
+            self._stop_delivery("reservoir_empty")
+            return
         d = self.delivery
         basal = d.accrue_basal(self.schedule.rate_at(self.minute_of_day()))
         bolus = 0
@@ -68,8 +71,6 @@ class Pump:
 
     def _account(self, basal, bolus, extra):
         if basal + bolus + extra == 0:
-            if self.state == RUNNING and self.reservoir_steps == 0:
-                self._stop_delivery("reservoir_empty")
             return
         self.basal_steps += basal
         self.bolus_steps += bolus + extra
@@ -79,8 +80,6 @@ class Pump:
         if self.bolus_req and self.bolus_done >= self.bolus_req and not self.delivery.in_flight():
             self.emit("bolus", self._bolus_info("complete"))
             self._clear_bolus()
-        if self.state == RUNNING and self.reservoir_steps == 0:
-            self._stop_delivery("reservoir_empty")
 
     def _stop_delivery(self, reason):
         """Stop the motor now, account exactly, cancel any bolus, and suspend."""

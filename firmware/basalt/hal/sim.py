@@ -28,7 +28,8 @@ class Bus:
         s = socket.socket()
         s.connect(socket.getaddrinfo("127.0.0.1", port)[0][-1])
         self.sock = s
-        self.buf = b""
+        self.rx = bytearray(128)  # harness messages are short; allocated once
+        self.rx_len = 0
 
     def send(self, line):
         data = ("@" + line + "\n").encode()
@@ -36,17 +37,26 @@ class Bus:
             n = self.sock.write(data)
             data = data[n:]
 
-    def lines(self):
-        """Read what is waiting (the caller polled first) and return complete lines."""
-        chunk = self.sock.recv(512)
-        if not chunk:
+    def read_lines(self, handle):
+        """Read what is waiting (the caller polled first); call handle(line) per complete line."""
+        # recv, not readinto: a blocking stream's readinto waits to fill the whole buffer.
+        chunk = self.sock.recv(len(self.rx) - self.rx_len)
+        n = len(chunk)
+        if not n:
             raise SystemExit(0)  # harness went away: nothing left to drive us
-        self.buf += chunk
-        out = []
-        while b"\n" in self.buf:
-            line, self.buf = self.buf.split(b"\n", 1)
-            out.append(line.decode())
-        return out
+        self.rx[self.rx_len:self.rx_len + n] = chunk
+        end = self.rx_len + n
+        start = 0
+        for i in range(self.rx_len, end):
+            if self.rx[i] == 10:
+                if i > start:
+                    handle(bytes(self.rx[start:i]).decode())
+                start = i + 1
+        rest = end - start
+        if rest >= len(self.rx):
+            raise ValueError("bus line too long")
+        self.rx[0:rest] = self.rx[start:end]
+        self.rx_len = rest
 
 
 class Console:
@@ -141,9 +151,7 @@ class _Clock:
         for ev in self.poller.ipoll(timeout):
             obj = ev[0]
             if obj is self.bus.sock:
-                for line in self.bus.lines():
-                    if line:
-                        self._bus(line)
+                self.bus.read_lines(self._bus)
             elif obj is self.console.listener:
                 self.console.accept()
             else:
@@ -305,6 +313,8 @@ def make_hal(board, argv):
     if o["--bus"] is None or o["--console"] is None:
         # MicroPython sockets have no getsockname(), so the harness picks both ports.
         raise ValueError("the simulator HAL needs --bus PORT --console PORT (started by hil/sim)")
+    # Collect early and often: in a 64 KB heap, fragmentation - not total use - is what fails.
+    gc.threshold(4096)
     poller = select.poll()
     bus = Bus(int(o["--bus"]))
     console = Console(poller, int(o["--console"]))

@@ -78,3 +78,7 @@ COMMANDS = {
     "limits_get": limits_get,
     "limits_set": limits_set,
 }
+
+# Commands that change nothing: a retransmission may simply run them again, so their (large)
+# replies are not kept in the reply cache.
+READ_ONLY = ("ping", "status", "basal_get", "limits_get")

@@ -18,9 +18,19 @@ class FrameError(Exception):
 
 
 def encode(body):
-    """bytes body -> full frame bytes."""
+    """bytes body -> full frame, built in one allocation."""
+    n = len(body)
+    f = bytearray(n + 7)
+    f[0] = 36  # '$'
+    f[1:n + 1] = body
+    f[n + 1] = 42  # '*'
     c = crc16(body)
-    return b"$" + body + b"*" + bytes((HEX[c >> 12], HEX[(c >> 8) & 15], HEX[(c >> 4) & 15], HEX[c & 15])) + b"\n"
+    f[n + 2] = HEX[c >> 12]
+    f[n + 3] = HEX[(c >> 8) & 15]
+    f[n + 4] = HEX[(c >> 4) & 15]
+    f[n + 5] = HEX[c & 15]
+    f[n + 6] = 10  # '\n'
+    return f
 
 
 def _hexval(ch):

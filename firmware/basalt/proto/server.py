@@ -5,10 +5,11 @@
 import json
 
 from ..core.errors import Refused
-from .commands import COMMANDS
+from .commands import COMMANDS, READ_ONLY
 from .frame import MAX_FRAME, FrameError, check, encode
 
-TX_SIZE = 4096
+TX_SIZE = 2048
+REPLY_RESERVE = 512
 REPLY_CACHE = 8  # recent request ids whose replies are replayed on retransmission
 
 
@@ -34,12 +35,15 @@ class ConsoleServer:
 
     # ---- output -----------------------------------------------------------------------
     def _queue(self, frame, droppable):
+        # Events may fill the buffer only up to REPLY_RESERVE short of full, so a reply always
+        # finds room while the host is not reading events.
         n = len(frame)
-        if self.tx_tail + n > TX_SIZE and self.tx_head:
+        cap = TX_SIZE - REPLY_RESERVE if droppable else TX_SIZE
+        if self.tx_tail + n > cap and self.tx_head:
             live = self.tx_tail - self.tx_head
-            self.tx[0:live] = self.tx[self.tx_head:self.tx_tail]
+            self.tx[0:live] = self.tx_mv[self.tx_head:self.tx_tail]
             self.tx_head, self.tx_tail = 0, live
-        if self.tx_tail + n > TX_SIZE:
+        if self.tx_tail + n > cap:
             self.dropped += 1
             return False
         self.tx[self.tx_tail:self.tx_tail + n] = frame
@@ -126,7 +130,9 @@ class ConsoleServer:
             else:
                 data = handler(self.pump, args)
             self.frames_ok += 1
-            self._remember(rid, crc, self._reply(rid, True, data))
+            frame = self._reply(rid, True, data)
+            if cmd not in READ_ONLY:
+                self._remember(rid, crc, frame)
         except (Refused, FrameError) as e:
             self.frames_bad += 1
             frame = self._reply(rid, False, (e.code, e.msg))

@@ -1,0 +1,147 @@
+# Console protocol server under MicroPython: framing, validation, retransmission, back-pressure.
+import json
+
+from hw_doubles import CountingMotor, DictStorage, PipeConsole
+from mpyunit import raises
+
+from basalt.core.mechanics import Mechanics
+from basalt.core.pump import Pump
+from basalt.lib.crc16 import crc16
+from basalt.proto.frame import MAX_FRAME, FrameError, check, encode
+from basalt.proto.server import ConsoleServer
+
+
+def setup():
+    con = PipeConsole()
+    srv = ConsoleServer(con, "test")
+    pump = Pump(CountingMotor(), DictStorage(), Mechanics(50, 60000, 400), srv.event)
+    srv.pump = pump
+    return con, srv, pump
+
+
+def req(rid, cmd, args=None):
+    doc = {"id": rid, "cmd": cmd}
+    if args is not None:
+        doc["args"] = args
+    return encode(json.dumps(doc).encode())
+
+
+def replies(con):
+    out = []
+    for line in con.lines():
+        start, end, _ = check(line, len(line))
+        out.append(json.loads(line[start:end]))
+    return out
+
+
+def ask(con, srv, frame):
+    con.feed(frame)
+    srv.poll()
+    return [d for d in replies(con) if "id" in d]
+
+
+def test_crc_vector():
+    assert crc16(b"123456789") == 0x6F91
+
+
+def test_frame_round_trip_and_crc_check():
+    f = encode(b'{"a":1}')
+    assert f.startswith(b"$") and f.endswith(b"\n")
+    start, end, _ = check(f, len(f) - 1)
+    assert f[start:end] == b'{"a":1}'
+    bad = bytearray(f)
+    bad[3] ^= 1
+    assert raises(FrameError, check, bad, len(bad) - 1).code == "crc"
+
+
+def test_ping_and_status():
+    con, srv, _ = setup()
+    r = ask(con, srv, req(1, "ping"))
+    assert r[0]["ok"] and r[0]["id"] == 1 and r[0]["data"]["version"] == "test"
+    r = ask(con, srv, req(2, "status"))
+    assert r[0]["data"]["state"] == "suspended"
+
+
+def test_errors_have_reasons_and_change_nothing():
+    con, srv, pump = setup()
+    cases = [
+        (b"hello\n", "frame"),
+        (b"$" + b'{"id":1,"cmd":"ping"}' + b"*0000\n", "crc"),
+        (encode(b"not json"), "json"),
+        (encode(b"[1,2]"), "bad_request"),
+        (encode(b'{"id":0,"cmd":"ping"}'), "bad_request"),
+        (encode(b'{"id":70000,"cmd":"ping"}'), "bad_request"),
+        (encode(b'{"id":"x","cmd":"ping"}'), "bad_request"),
+        (req(3, "launch"), "unknown_cmd"),
+        (req(4, "ping", [1]), "bad_request"),
+        (req(5, "ping", {"x": 1}), "bad_arg"),
+        (req(6, "bolus", {}), "bad_arg"),
+        (req(7, "bolus", {"mU": "lots"}), "bad_arg"),
+        (req(8, "bolus", {"mU": 1000}), "state"),
+        (req(9, "basal_set", {"segments": [[0, 999999]]}), "range"),
+        (b"$" + b"x" * (MAX_FRAME + 50) + b"\n", "too_long"),
+    ]
+    before = json.dumps(pump.status())
+    for frame, code in cases:
+        r = ask(con, srv, frame)
+        assert len(r) == 1 and not r[0]["ok"], (frame, r)
+        assert r[0]["err"] == code, (frame, r[0])
+        assert r[0]["msg"]
+    assert json.dumps(pump.status()) == before
+
+
+def test_split_and_joined_frames():
+    con, srv, _ = setup()
+    f = req(1, "ping") + req(2, "ping")
+    for i in range(len(f)):  # byte by byte
+        con.feed(f[i:i + 1])
+        srv.poll()
+    assert [d["id"] for d in replies(con)] == [1, 2]
+
+
+def test_crlf_accepted():
+    con, srv, _ = setup()
+    f = req(1, "ping")
+    r = ask(con, srv, f[:-1] + b"\r\n")
+    assert r[0]["ok"]
+
+
+def test_retransmission_replays_instead_of_second_bolus():
+    con, srv, pump = setup()
+    ask(con, srv, req(1, "reservoir_load", {"mU": 100000}))
+    ask(con, srv, req(2, "basal_set", {"segments": [[0, 0]]}))
+    ask(con, srv, req(3, "resume"))
+    f = req(4, "bolus", {"mU": 1000})
+    first = ask(con, srv, f)
+    again = ask(con, srv, f)  # the host never saw the reply and sent it again
+    assert first == again and first[0]["ok"]
+    assert pump.bolus_id == 1
+    r = ask(con, srv, req(4, "bolus", {"mU": 2000}))  # same id, different body: a new request
+    assert r[0]["err"] == "busy"
+
+
+def test_full_output_drops_events_not_the_pump():
+    con, srv, pump = setup()
+    con.accept = 0  # the host stopped reading
+    for i in range(300):
+        srv.event("test", {"i": i})
+    assert srv.dropped > 0
+    con.accept = 1 << 30
+    srv.flush()
+    got = replies(con)
+    assert got[0]["seq"] == 1 and len(got) < 300
+    r = ask(con, srv, req(1, "ping"))
+    assert r[0]["ok"] and r[0]["data"]["events_dropped"] == srv.dropped
+
+
+def test_random_bytes_never_raise():
+    con, srv, _ = setup()
+    seed = 12345
+    for _ in range(3000):
+        seed = (seed * 1103515245 + 12345) & 0x7FFFFFFF
+        con.feed(bytes(((seed >> 8) & 0xFF,)))
+        if seed & 7 == 0:
+            con.feed(b"\n")
+        srv.poll()
+    r = ask(con, srv, b"\n" + req(9, "ping"))
+    assert r[-1]["ok"] and r[-1]["id"] == 9
