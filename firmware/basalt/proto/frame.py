@@ -34,13 +34,12 @@ def encode(body):
 
 
 def _hexval(ch):
+    # Uppercase only: one spelling per CRC, so a flipped case bit is noise, not the same frame.
     if 48 <= ch <= 57:
         return ch - 48
     if 65 <= ch <= 70:
         return ch - 55
-    if 97 <= ch <= 102:
-        return ch - 87
-    raise FrameError("frame", "CRC is not 4 hex digits")
+    raise FrameError("frame", "CRC is not 4 uppercase hex digits")
 
 
 def check(line, n):
