@@ -11,6 +11,7 @@ replays its cached reply instead of executing twice, so a retry can never double
 from __future__ import annotations
 
 import json
+import select
 import threading
 import time
 from collections import deque
@@ -54,6 +55,12 @@ class PumpClient:
         self.timeout = timeout
         self.retries = retries
         self.ser = serial.serial_for_url(url, baudrate=baudrate, timeout=0.05)
+        self._fd = None
+        try:
+            self._fd = self.ser.fileno()
+            self.ser.timeout = 0  # reads after select() must not wait
+        except (AttributeError, NotImplementedError, serial.SerialException):
+            self._fd = None
         self._next_id = 0
         self._cv = threading.Condition()
         self._replies: dict[int, dict] = {}
@@ -143,12 +150,26 @@ class PumpClient:
                 return ev
 
     # ---- reader ---------------------------------------------------------------------------------
+    def _read_chunk(self) -> bytes:
+        """Wait up to 50 ms for input and return all that is waiting."""
+        if self._fd is not None:
+            # Transports with a descriptor (socket://, /dev/tty*): select, then one bulk read
+            # with timeout 0. pyserial's socket in_waiting is only 0 or 1, so the read(1) +
+            # read(in_waiting) pattern would fetch a reply byte by byte (~1.5 ms each reply).
+            if not select.select([self._fd], [], [], 0.05)[0]:
+                return b""
+            return self.ser.read(65536)
+        chunk = self.ser.read(1)  # rfc2217:// and others: returns as soon as a byte arrives
+        if chunk and self.ser.in_waiting:
+            chunk += self.ser.read(self.ser.in_waiting)
+        return chunk
+
     def _read(self) -> None:
         buf = b""
         while not self._closed:
             try:
-                chunk = self.ser.read(4096)
-            except (serial.SerialException, OSError):
+                chunk = self._read_chunk()
+            except (serial.SerialException, OSError, ValueError):
                 break
             if not chunk:
                 continue
