@@ -1,0 +1,657 @@
+"""Scenario files: parse and validate a whole YAML scenario before anything runs.
+
+Everything a runner needs is worked out here - absolute virtual times, protocol commands with
+their integer arguments, comparisons in exact decimals - so a file that loads is a file that
+can run, and a file that cannot run is refused with the step, the field and the line at fault.
+docs/scenarios.md is the format reference.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from host.units import UnitError, parse_segments, to_mu
+
+MAX_HOURS = 999  # a scenario longer than ~41 days is a typo
+
+# The pump's refusal codes (firmware/basalt/core/errors.py users) a scenario may expect.
+REFUSAL_CODES = ("limit", "range", "state", "busy", "reservoir", "bad_arg")
+
+# Friendly limit names -> (protocol key, unit label). All are milli-quantities of the label.
+LIMITS = {
+    "max_bolus": ("max_bolus_mU", "U"),
+    "max_basal": ("max_basal_mUh", "U/h"),
+    "bolus_speed": ("bolus_speed_mU_min", "U/min"),
+    "bolus_increment": ("bolus_increment_mU", "U"),
+}
+
+# Status expectations: friendly name -> (how to read it from a status reply, unit label or kind).
+STATUS_FIELDS = {
+    "state": "text",
+    "reason": "text",
+    "bolus_running": "bool",
+    "basal_rate": "U/h",
+    "reservoir": "U",
+    "delivered_basal": "U",
+    "delivered_bolus": "U",
+    "delivered_total": "U",
+}
+PLANT_CHECKS = ("plant_delivered", "bolus_speed", "pump_matches_plant")
+OTHER_CHECKS = ("event", "no_event", "limits", "basal_schedule")
+CHECK_KEYS = tuple(STATUS_FIELDS) + PLANT_CHECKS + OTHER_CHECKS
+
+ACTION_KEYS = ("bolus", "cancel_bolus", "suspend", "resume", "basal", "limits", "reservoir")
+STEP_KEYS = ("at", "note", "expect_refused", "expect") + ACTION_KEYS
+TOP_KEYS = ("name", "description", "pump", "steps")
+PUMP_KEYS = ("reservoir", "basal", "limits", "state")
+COMPARE_KEYS = ("equals", "approx", "tol", "min", "max")
+
+
+# ---- errors -------------------------------------------------------------------------------------
+class ScenarioError(ValueError):
+    """An invalid scenario file. str() names the file, line, step and field."""
+
+    def __init__(self, path: str, msg: str, line: int | None = None, step: int | None = None,
+                 at: str | None = None, fld: str | None = None):
+        self.path, self.msg, self.line, self.step, self.at, self.field = path, msg, line, step, at, fld
+        where = path + (f":{line}" if line else "")
+        parts = []
+        if step is not None:
+            parts.append(f"step {step}" + (f" (at {at})" if at else ""))
+        if fld:
+            parts.append(f"field '{fld}'")
+        super().__init__(f"{where}: " + (", ".join(parts) + ": " if parts else "") + msg)
+
+
+class _Bad(ValueError):
+    """Raised by the small parsers below; turned into a ScenarioError with the location added."""
+
+    def __init__(self, msg: str, fld: str | None = None):
+        super().__init__(msg)
+        self.field = fld
+
+
+# ---- YAML without surprises ---------------------------------------------------------------------
+# PyYAML follows YAML 1.1, where an unquoted 12:30 is the base-60 integer 750 and 1.1 is a binary
+# float. Here only plain decimal integers, booleans and null are resolved; everything else (times,
+# decimals) stays a string and is parsed exactly below.
+_INT = "tag:yaml.org,2002:int"
+_FLOAT = "tag:yaml.org,2002:float"
+
+
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+_Loader.yaml_implicit_resolvers = {
+    k: [(tag, rx) for tag, rx in v if tag not in (_INT, _FLOAT)]
+    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(_INT, re.compile(r"^[-+]?(?:0|[1-9][0-9]*)$"), list("-+0123456789"))
+
+
+def _lines(node: yaml.Node, path: str) -> dict:
+    """Line numbers for the top level and each step, and a check for duplicate keys anywhere."""
+    info: dict[str, Any] = {"top": {}, "steps": [], "step_fields": []}
+
+    def walk(n: yaml.Node) -> None:
+        if isinstance(n, yaml.MappingNode):
+            seen: dict[str, int] = {}
+            for k, v in n.value:
+                key = k.value if isinstance(k, yaml.ScalarNode) else None
+                if key is not None and key in seen:
+                    raise ScenarioError(path, f"duplicate key '{key}' (first on line {seen[key]})",
+                                        line=k.start_mark.line + 1)
+                if key is not None:
+                    seen[key] = k.start_mark.line + 1
+                walk(v)
+        elif isinstance(n, yaml.SequenceNode):
+            for item in n.value:
+                walk(item)
+
+    walk(node)
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            if isinstance(k, yaml.ScalarNode):
+                info["top"][k.value] = k.start_mark.line + 1
+            if getattr(k, "value", None) == "steps" and isinstance(v, yaml.SequenceNode):
+                for item in v.value:
+                    info["steps"].append(item.start_mark.line + 1)
+                    fields = {}
+                    if isinstance(item, yaml.MappingNode):
+                        for fk, _fv in item.value:
+                            if isinstance(fk, yaml.ScalarNode):
+                                fields[fk.value] = fk.start_mark.line + 1
+                    info["step_fields"].append(fields)
+    return info
+
+
+# ---- values -------------------------------------------------------------------------------------
+def dec(value: Any, what: str, negative: bool = False) -> Decimal:
+    """An exact decimal from a YAML scalar (int or string); floats never get here."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise _Bad(f"{what} must be a number, got {_show(value)}")
+    try:
+        d = Decimal(str(value).strip())
+    except InvalidOperation:
+        raise _Bad(f"{what} {_show(value)} is not a number") from None
+    if not d.is_finite():
+        raise _Bad(f"{what} {_show(value)} is not a finite number")
+    if d < 0 and not negative:
+        raise _Bad(f"{what} {_show(value)} must not be negative")
+    return d
+
+
+def milli(value: Any, what: str) -> int:
+    """Units (or U/h, U/min) -> the protocol's milli-integers, exactly."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise _Bad(f"{what} must be a number, got {_show(value)}")
+    try:
+        return to_mu(value, what)
+    except UnitError as e:
+        raise _Bad(str(e)) from None
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    return repr(value)
+
+
+def fmt_dec(d: Decimal, places: int = 3) -> str:
+    return f"{d:.{places}f}"
+
+
+# ---- time ---------------------------------------------------------------------------------------
+_ABS = re.compile(r"^(\d{1,3}):([0-5]\d)(?::([0-5]\d))?$")
+_REL_CLOCK = re.compile(r"^\+(?:(\d+):)?(\d+):([0-5]\d)$")
+_REL_UNITS = re.compile(r"^\+(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+
+def parse_abs(text: Any, what: str = "time") -> int:
+    """'HH:MM' or 'HH:MM:SS' since the start of the scenario -> ms. Hours may pass 24."""
+    m = _ABS.match(text) if isinstance(text, str) else None
+    if not m:
+        raise _Bad(f"{what} {_show(text)} is not HH:MM or HH:MM:SS (virtual time since the start; quote it)")
+    h, mi, s = int(m[1]), int(m[2]), int(m[3] or 0)
+    if h > MAX_HOURS:
+        raise _Bad(f"{what} {text!r} is beyond {MAX_HOURS} hours")
+    return ((h * 60 + mi) * 60 + s) * 1000
+
+
+def parse_time(text: Any, prev_ms: int, what: str = "at") -> int:
+    """Absolute ('06:30', '24:00', '01:02:03') or relative to prev_ms ('+30s', '+1h30m', '+05:00')."""
+    if isinstance(text, str) and text.startswith("+"):
+        m = _REL_CLOCK.match(text)
+        if m:
+            h = int(m[1]) if m[1] is not None else 0
+            return prev_ms + ((h * 60 + int(m[2])) * 60 + int(m[3])) * 1000
+        m = _REL_UNITS.match(text)
+        if m and text != "+":
+            h, mi, s = (int(g or 0) for g in m.groups())
+            return prev_ms + ((h * 60 + mi) * 60 + s) * 1000
+        raise _Bad(f"relative time {text!r} is not +MM:SS, +HH:MM:SS or like +30s, +5m, +2h, +1h30m")
+    return parse_abs(text, what)
+
+
+def fmt_short(ms: int) -> str:
+    """HH:MM when on the minute, else HH:MM:SS."""
+    return fmt_time(ms)[:-3] if ms % 60_000 == 0 else fmt_time(ms)
+
+
+def fmt_time(ms: int) -> str:
+    s = ms // 1000
+    return f"{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}" + (f".{ms % 1000:03d}" if ms % 1000 else "")
+
+
+# ---- comparisons --------------------------------------------------------------------------------
+@dataclass
+class Compare:
+    """exact (equals), approx +- tol, or a min/max range; on decimals in `unit`, or on text/bools."""
+
+    kind: str  # "eq" | "approx" | "range"
+    value: Any = None
+    tol: Decimal | None = None
+    lo: Decimal | None = None
+    hi: Decimal | None = None
+    unit: str = ""
+
+    def test(self, actual: Any) -> bool:
+        if self.kind == "eq":
+            return actual == self.value
+        if actual is None or isinstance(actual, bool | str):
+            return False
+        if self.kind == "approx":
+            return abs(actual - self.value) <= self.tol
+        return (self.lo is None or actual >= self.lo) and (self.hi is None or actual <= self.hi)
+
+    def describe(self) -> str:
+        u = f" {self.unit}" if self.unit and self.unit not in ("text", "bool", "count") else ""
+        if self.kind == "eq":
+            return show_value(self.value, self.unit)
+        if self.kind == "approx":
+            return f"{show_value(self.value, self.unit)} ± {fmt_dec(self.tol)}{u}"
+        if self.lo is not None and self.hi is not None:
+            return f"{show_value(self.lo, self.unit)} .. {show_value(self.hi, self.unit)}"
+        if self.lo is not None:
+            return f">= {show_value(self.lo, self.unit)}"
+        return f"<= {show_value(self.hi, self.unit)}"
+
+
+def show_value(v: Any, unit: str) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, Decimal):
+        if unit == "count":
+            return str(v)
+        return f"{fmt_dec(v)} {unit}".rstrip()
+    if v is None:
+        return "none"
+    return str(v)
+
+
+def parse_compare(spec: Any, unit: str, what: str, allow_extra: tuple[str, ...] = ()) -> Compare:
+    """A plain value (exact) or {equals: v} / {approx: v, tol: t} / {min: a, max: b}."""
+    if isinstance(spec, dict):
+        keys = [k for k in spec if k not in allow_extra]
+        unknown = [k for k in keys if k not in COMPARE_KEYS]
+        if unknown:
+            raise _Bad(f"unknown comparison key {unknown[0]!r} (use equals, approx + tol, or min/max)", what)
+        if "equals" in spec:
+            if len(keys) != 1:
+                raise _Bad("'equals' cannot be combined with approx, tol, min or max", what)
+            return _exact(spec["equals"], unit, what)
+        if "approx" in spec:
+            if "tol" not in spec or set(keys) != {"approx", "tol"}:
+                raise _Bad("'approx' needs 'tol' and nothing else, e.g. {approx: 24.0, tol: 0.005}", what)
+            _numeric(unit, what)
+            return Compare("approx", dec(spec["approx"], f"{what} approx", negative=True),
+                           tol=dec(spec["tol"], f"{what} tol"), unit=unit)
+        if "tol" in spec:
+            raise _Bad("'tol' needs 'approx'", what)
+        if "min" in spec or "max" in spec:
+            _numeric(unit, what)
+            lo = dec(spec["min"], f"{what} min", negative=True) if "min" in spec else None
+            hi = dec(spec["max"], f"{what} max", negative=True) if "max" in spec else None
+            if lo is not None and hi is not None and lo > hi:
+                raise _Bad(f"min {lo} is above max {hi}", what)
+            return Compare("range", lo=lo, hi=hi, unit=unit)
+        raise _Bad("a comparison needs equals, approx + tol, or min/max", what)
+    return _exact(spec, unit, what)
+
+
+def _numeric(unit: str, what: str) -> None:
+    if unit in ("text", "bool"):
+        raise _Bad(f"{what} is {'a word' if unit == 'text' else 'true/false'}; only exact comparison applies", what)
+
+
+def _exact(v: Any, unit: str, what: str) -> Compare:
+    if unit == "text":
+        if not isinstance(v, str | int) or isinstance(v, bool):
+            raise _Bad(f"expected a word, got {_show(v)}", what)
+        return Compare("eq", str(v), unit=unit)
+    if unit == "bool":
+        if not isinstance(v, bool):
+            raise _Bad(f"expected true or false, got {_show(v)}", what)
+        return Compare("eq", v, unit=unit)
+    if unit == "any":
+        return Compare("eq", v, unit="")
+    return Compare("eq", dec(v, what, negative=True), unit=unit)
+
+
+# ---- the model ----------------------------------------------------------------------------------
+@dataclass
+class Action:
+    key: str  # the scenario key: bolus, cancel_bolus, ...
+    cmd: str  # the protocol command
+    args: dict
+    label: str  # how it reads in the summary: "bolus 2.500 U"
+
+
+@dataclass
+class Check:
+    key: str  # the expectation key
+    label: str  # "reservoir", "plant_delivered 00:00..24:00", ...
+    cmp: Compare | None = None
+    params: dict = field(default_factory=dict)
+
+
+@dataclass
+class Step:
+    index: int  # 1-based
+    line: int | None
+    at: str  # as written
+    t_ms: int
+    note: str = ""
+    action: Action | None = None
+    expect_refused: str | None = None
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        parts = [self.action.label] if self.action else []
+        if self.expect_refused:
+            parts[-1] += f", expect refused ({self.expect_refused})"
+        if self.note:
+            parts.append(f"- {self.note}" if parts else self.note)
+        return " ".join(parts)
+
+
+@dataclass
+class Setup:
+    reservoir_mu: int | None = 300_000
+    segments: list[list[int]] | None = None
+    limits: dict[str, int] = field(default_factory=dict)
+    state: str = "running"
+
+
+@dataclass
+class Scenario:
+    path: str
+    name: str
+    description: str
+    setup: Setup
+    steps: list[Step]
+
+    @property
+    def end_ms(self) -> int:
+        return self.steps[-1].t_ms if self.steps else 0
+
+
+def load(path: str | Path) -> Scenario:
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise ScenarioError(str(path), f"cannot read the file: {e.strerror or e}") from None
+    return parse(text, str(path))
+
+
+def parse(text: str, path: str = "<scenario>") -> Scenario:
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            raise ScenarioError(path, "the file is empty")
+        info = _lines(node, path)
+        doc = loader.construct_document(node)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        raise ScenarioError(path, f"not valid YAML: {e.problem or e.context}",
+                            line=mark.line + 1 if mark else None) from None
+    except yaml.YAMLError as e:
+        raise ScenarioError(path, f"not valid YAML: {e}") from None
+    finally:
+        loader.dispose()
+    return _build(doc, path, info)
+
+
+def _build(doc: Any, path: str, info: dict) -> Scenario:
+    top = info["top"]
+    if not isinstance(doc, dict):
+        raise ScenarioError(path, "a scenario is a mapping with name, description, pump and steps")
+    for k in doc:
+        if k not in TOP_KEYS:
+            raise ScenarioError(path, f"unknown top-level key {k!r} (allowed: {', '.join(TOP_KEYS)})",
+                                line=top.get(k))
+    name = doc.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise ScenarioError(path, "'name' is required and must be text", line=top.get("name"))
+    desc = doc.get("description", "")
+    if not isinstance(desc, str):
+        raise ScenarioError(path, "'description' must be text", line=top.get("description"))
+    try:
+        setup = _setup(doc.get("pump"))
+    except _Bad as e:
+        raise ScenarioError(path, str(e), line=top.get("pump"),
+                            fld="pump" + (f".{e.field}" if e.field else "")) from None
+    steps_raw = doc.get("steps")
+    if not isinstance(steps_raw, list) or not steps_raw:
+        raise ScenarioError(path, "'steps' is required: a non-empty list of steps", line=top.get("steps"))
+
+    steps: list[Step] = []
+    prev_ms = 0
+    last_bolus_ms: int | None = None
+    for i, raw in enumerate(steps_raw, 1):
+        line = info["steps"][i - 1] if i - 1 < len(info["steps"]) else None
+        flines = info["step_fields"][i - 1] if i - 1 < len(info["step_fields"]) else {}
+        at = raw.get("at") if isinstance(raw, dict) else None
+        try:
+            step = _step(i, raw, line, prev_ms, last_bolus_ms)
+        except _Bad as e:
+            fld = e.field
+            fline = flines.get(fld.split(".")[0]) if fld else None
+            raise ScenarioError(path, str(e), line=fline or line, step=i,
+                                at=at if isinstance(at, str) else None, fld=fld) from None
+        steps.append(step)
+        prev_ms = step.t_ms
+        if step.action and step.action.key == "bolus" and not step.expect_refused:
+            last_bolus_ms = step.t_ms
+    return Scenario(path, name.strip(), desc.strip(), setup, steps)
+
+
+def _setup(raw: Any) -> Setup:
+    s = Setup()
+    if raw is None:
+        return s
+    if not isinstance(raw, dict):
+        raise _Bad("'pump' must be a mapping of reservoir, basal, limits, state")
+    for k in raw:
+        if k not in PUMP_KEYS:
+            raise _Bad(f"unknown key (allowed: {', '.join(PUMP_KEYS)})", str(k))
+    if "reservoir" in raw:
+        s.reservoir_mu = None if raw["reservoir"] is None else _with_field("reservoir", milli, raw["reservoir"],
+                                                                           "reservoir")
+    if "basal" in raw:
+        s.segments = _with_field("basal", _segments, raw["basal"])
+    if "limits" in raw:
+        s.limits = _with_field("limits", _limits, raw["limits"])
+    if "state" in raw:
+        if raw["state"] not in ("running", "suspended"):
+            raise _Bad(f"must be running or suspended, got {_show(raw['state'])}", "state")
+        s.state = raw["state"]
+    if s.state == "running" and not s.reservoir_mu:
+        raise _Bad("a pump set up running needs a reservoir (or set state: suspended)", "state")
+    return s
+
+
+def _with_field(fld: str, fn, *args):
+    try:
+        return fn(*args)
+    except _Bad as e:
+        raise _Bad(str(e), fld + (f".{e.field}" if e.field else "")) from None
+
+
+def _segments(raw: Any) -> list[list[int]]:
+    if isinstance(raw, str):
+        raw = [raw]
+    if not isinstance(raw, list) or not raw or not all(isinstance(x, str) for x in raw):
+        raise _Bad('basal is a list of "HH:MM=U/h" segments, e.g. ["00:00=0.8", "06:30=1.25"]')
+    try:
+        return parse_segments(raw)
+    except UnitError as e:
+        raise _Bad(str(e)) from None
+
+
+def _limits(raw: Any) -> dict[str, int]:
+    if not isinstance(raw, dict) or not raw:
+        raise _Bad(f"limits is a mapping of {', '.join(LIMITS)}")
+    out = {}
+    for k, v in raw.items():
+        if k not in LIMITS:
+            raise _Bad(f"unknown limit (known: {', '.join(LIMITS)})", str(k))
+        key, unit = LIMITS[k]
+        try:
+            out[key] = milli(v, f"{k} ({unit})")
+        except _Bad as e:
+            raise _Bad(str(e), str(k)) from None
+    return out
+
+
+def _step(i: int, raw: Any, line: int | None, prev_ms: int, last_bolus_ms: int | None) -> Step:
+    if not isinstance(raw, dict):
+        raise _Bad("a step is a mapping with 'at' and an action and/or 'expect'")
+    for k in raw:
+        if k not in STEP_KEYS:
+            hint = " (expectations go under 'expect:')" if k in CHECK_KEYS else ""
+            raise _Bad(f"unknown key{hint}; a step has at, note, one action ({', '.join(ACTION_KEYS)}), "
+                       "expect_refused, expect", str(k))
+    if "at" not in raw:
+        raise _Bad("every step needs 'at' (e.g. at: \"06:30\" or at: +30m)", "at")
+    try:
+        t_ms = parse_time(raw["at"], prev_ms)
+    except _Bad as e:
+        raise _Bad(str(e), "at") from None
+    if t_ms < prev_ms:
+        raise _Bad(f"{fmt_time(t_ms)} is before the previous step ({fmt_time(prev_ms)}); time only moves forward",
+                   "at")
+    note = raw.get("note", "")
+    if not isinstance(note, str):
+        raise _Bad("note must be text", "note")
+    step = Step(i, line, str(raw["at"]), t_ms, note)
+    actions = [k for k in ACTION_KEYS if k in raw]
+    if len(actions) > 1:
+        raise _Bad(f"one action per step, found {', '.join(actions)}; split them into steps at the same time",
+                   actions[1])
+    if actions:
+        step.action = _action(actions[0], raw[actions[0]])
+    if "expect_refused" in raw:
+        code = raw["expect_refused"]
+        if not step.action:
+            raise _Bad("expect_refused needs an action in the same step", "expect_refused")
+        if code not in REFUSAL_CODES + ("any",):
+            raise _Bad(f"unknown refusal code {_show(code)} (one of {', '.join(REFUSAL_CODES)}, or any)",
+                       "expect_refused")
+        step.expect_refused = code
+    if "expect" in raw:
+        own_bolus = step.action and step.action.key == "bolus" and not step.expect_refused
+        step.checks = _checks(raw["expect"], step, t_ms if own_bolus else last_bolus_ms)
+    if not step.action and not step.checks:
+        raise _Bad("a step needs an action or an 'expect' (or both)")
+    return step
+
+
+def _flag(key: str, v: Any) -> None:
+    if v not in (None, True):
+        raise _Bad(f"{key} takes no value (write '{key}: true' or just '{key}:')", key)
+
+
+def _action(key: str, v: Any) -> Action:
+    if key == "bolus":
+        mu = _with_field("bolus", milli, v, "bolus (U)")
+        return Action(key, "bolus", {"mU": mu}, f"bolus {mu / 1000:.3f} U")
+    if key in ("cancel_bolus", "suspend", "resume"):
+        _flag(key, v)
+        cmd = {"cancel_bolus": "bolus_cancel"}.get(key, key)
+        return Action(key, cmd, {}, key.replace("_", " "))
+    if key == "basal":
+        segs = _with_field("basal", _segments, v)
+        text = ", ".join(f"{s // 60:02d}:{s % 60:02d}={r / 1000:g}" for s, r in segs)
+        return Action(key, "basal_set", {"segments": segs}, f"basal {text} U/h")
+    if key == "limits":
+        lim = _with_field("limits", _limits, v)
+        text = ", ".join(f"{k}={v}" for k, v in v.items())
+        return Action(key, "limits_set", lim, f"limits {text}")
+    if key == "reservoir":
+        mu = _with_field("reservoir", milli, v, "reservoir (U)")
+        return Action(key, "reservoir_load", {"mU": mu}, f"load reservoir {mu / 1000:.3f} U")
+    raise AssertionError(key)
+
+
+def _window(spec: dict, what: str, step: Step, default_from: int | None) -> tuple[int, int]:
+    try:
+        t_to = parse_abs(spec["to"], "to") if "to" in spec else step.t_ms
+        if "from" in spec:
+            t_from = parse_abs(spec["from"], "from")
+        elif default_from is not None:
+            t_from = default_from
+        else:
+            raise _Bad("needs 'from' (no bolus action before this step to start from)")
+    except _Bad as e:
+        raise _Bad(str(e), what) from None
+    if t_to > step.t_ms:
+        raise _Bad(f"'to' {fmt_time(t_to)} is after this step ({fmt_time(step.t_ms)}); "
+                   "the plant cannot be measured in the future", what)
+    if t_from > t_to:
+        raise _Bad(f"'from' {fmt_time(t_from)} is after 'to' {fmt_time(t_to)}", what)
+    return t_from, t_to
+
+
+def _event_spec(raw: Any, what: str, absent: bool) -> dict:
+    if isinstance(raw, str):
+        raw = {"name": raw}
+    if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
+        raise _Bad("an event expectation is a mapping with at least 'name', e.g. {name: bolus, phase: complete}",
+                   what)
+    fields = {}
+    for k, v in raw.items():
+        if k in ("name", "count"):
+            continue
+        if not isinstance(k, str):
+            raise _Bad(f"event field {k!r} must be a name", what)
+        # A field of the event's data; one whose data key ends in _mU is given here in units.
+        fields[k] = parse_compare(v, "any" if not isinstance(v, dict) else "", f"{what}.{k}")
+    count = None
+    if "count" in raw:
+        if absent:
+            raise _Bad("no_event takes no count", what)
+        count = parse_compare(raw["count"], "count", f"{what}.count")
+    if absent:
+        count = Compare("eq", Decimal(0), unit="count")
+    return {"name": raw["name"], "fields": fields, "count": count}
+
+
+def _checks(raw: Any, step: Step, last_bolus_ms: int | None) -> list[Check]:
+    if not isinstance(raw, dict) or not raw:
+        raise _Bad(f"expect is a mapping of expectations ({', '.join(CHECK_KEYS)})", "expect")
+    out: list[Check] = []
+    for k, v in raw.items():
+        what = f"expect.{k}"
+        if k in STATUS_FIELDS:
+            out.append(Check(k, k, parse_compare(v, STATUS_FIELDS[k], what)))
+        elif k == "plant_delivered":
+            if not isinstance(v, dict):
+                raise _Bad('plant_delivered is {from: "HH:MM", to: "HH:MM", equals: U} (or approx/min/max)', what)
+            cmp = parse_compare({x: y for x, y in v.items() if x not in ("from", "to")}, "U", what)
+            t_from, t_to = _window(v, what, step, 0)
+            out.append(Check(k, f"plant delivered {fmt_short(t_from)}..{fmt_short(t_to)}", cmp,
+                             {"from_ms": t_from, "to_ms": t_to}))
+        elif k == "bolus_speed":
+            if not isinstance(v, dict):
+                raise _Bad("bolus_speed is {approx: 1.5, tol: 0.05} in U/min, optionally with from/to", what)
+            cmp = parse_compare({x: y for x, y in v.items() if x not in ("from", "to")}, "U/min", what)
+            t_from, t_to = _window(v, what, step, last_bolus_ms)
+            out.append(Check(k, f"bolus speed {fmt_short(t_from)}..{fmt_short(t_to)}", cmp,
+                             {"from_ms": t_from, "to_ms": t_to}))
+        elif k == "pump_matches_plant":
+            if v is not True:
+                raise _Bad("write 'pump_matches_plant: true'", what)
+            out.append(Check(k, "pump total = plant total"))
+        elif k in ("event", "no_event"):
+            specs = v if isinstance(v, list) else [v]
+            if not specs:
+                raise _Bad("an empty list expects nothing", what)
+            for n, spec in enumerate(specs):
+                w = what if len(specs) == 1 else f"{what}[{n}]"
+                es = _event_spec(spec, w, k == "no_event")
+                inner = ", ".join(f"{fk}={fc.describe()}" for fk, fc in es["fields"].items())
+                desc = es["name"] + (f"({inner})" if inner else "")
+                out.append(Check(k, f"{'no ' if k == 'no_event' else ''}event {desc}", es["count"], es))
+        elif k == "limits":
+            lim = _with_field(what, _limits, v)
+            units = {LIMITS[f][0]: LIMITS[f][1] for f in LIMITS}
+            for key, mu in lim.items():
+                friendly = next(f for f in LIMITS if LIMITS[f][0] == key)
+                out.append(Check(k, f"limit {friendly}", Compare("eq", Decimal(mu) / 1000, unit=units[key]),
+                                 {"key": key}))
+        elif k == "basal_schedule":
+            segs = _with_field(what, _segments, v)
+            out.append(Check(k, "basal schedule", Compare("eq", segs, unit="segments")))
+        else:
+            raise _Bad(f"unknown expectation (known: {', '.join(CHECK_KEYS)})", what)
+    return out

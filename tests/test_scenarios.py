@@ -1,0 +1,239 @@
+"""The scenario runner (hil/scenario, docs/scenarios.md): shipped scenarios pass, failures and
+invalid files are reported the way QA reads them."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from hil.scenario import cli
+from hil.scenario.model import ScenarioError, parse, parse_time
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED = sorted((ROOT / "scenarios").glob("*.yaml"))
+
+
+def run(tmp_path: Path, *files, extra=()) -> tuple[int, dict]:
+    report = tmp_path / "report.json"
+    code = cli.main([str(f) for f in files] + ["--report", str(report), *extra])
+    return code, json.loads(report.read_text())
+
+
+def write(tmp_path: Path, text: str, name: str = "s.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+@pytest.fixture
+def no_pump(monkeypatch):
+    """Fail the test if anything tries to start a pump."""
+
+    def boom(*a, **kw):
+        raise AssertionError("a pump was started for an invalid file")
+
+    monkeypatch.setattr(cli, "SimTarget", boom)
+    monkeypatch.setattr(cli, "BoardTarget", boom)
+
+
+# ---- shipped scenarios --------------------------------------------------------------------------
+def test_shipped_scenarios_exist():
+    names = {p.name for p in SHIPPED}
+    assert {"default.yaml", "basal_day.yaml", "bolus_cancel.yaml", "limits.yaml"} <= names
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_shipped_scenario_passes(tmp_path, path):
+    code, rep = run(tmp_path, path)
+    scn = rep["scenarios"][0]
+    failed = [(s["index"], c) for s in scn["steps"] for c in s["checks"] if c["result"] != "pass"]
+    assert code == 0, (scn["error"], failed)
+    assert rep["ok"] and rep["exit_code"] == 0
+    assert scn["result"] == "pass" and scn["counts"]["fail"] == 0 and scn["counts"]["pass"] > 0
+    assert scn["link"]["events_dropped"] == 0
+    # Every shipped scenario ends suspended (nothing in flight): the pump's own totals agree
+    # with the plant's step log to the step.
+    assert scn["pump"]["state"] == "suspended"
+    assert scn["pump"]["delivered_steps"] == scn["plant"]["steps"]
+
+
+def test_default_day_totals(tmp_path):
+    code, rep = run(tmp_path, ROOT / "scenarios" / "default.yaml")
+    assert code == 0
+    scn = rep["scenarios"][0]
+    assert scn["virtual_ms"] == 24 * 3600 * 1000
+    assert scn["pump"]["delivered_total_U"] == pytest.approx(35.305)
+    assert scn["plant"]["delivered_U"] == pytest.approx(35.305)
+    assert rep["totals"]["checks_failed"] == 0 and rep["totals"]["virtual_time"] == "24:00:00"
+    kinds = {c["check"] for s in scn["steps"] for c in s["checks"]}
+    assert {"plant_delivered", "pump_matches_plant", "bolus_speed", "event", "expect_refused", "unchanged"} <= kinds
+
+
+def test_basal_day_is_exactly_24_units(tmp_path):
+    code, rep = run(tmp_path, ROOT / "scenarios" / "basal_day.yaml")
+    assert code == 0
+    scn = rep["scenarios"][0]
+    assert scn["plant"]["steps"] == 4800
+    day = [c for s in scn["steps"] for c in s["checks"] if c["what"] == "plant delivered 00:00..24:00"]
+    assert day and day[0]["actual"].startswith("24.000 U (4800 steps)")
+
+
+# ---- failures -----------------------------------------------------------------------------------
+FAILING = """
+name: deliberately failing
+description: wrong numbers on purpose
+pump: {reservoir: 100, basal: ["00:00=1.0"]}
+steps:
+  - at: "01:00"
+    expect:
+      state: running
+      plant_delivered: {from: "00:00", to: "01:00", equals: 1.5}
+  - at: "+0s"
+    bolus: 20
+  - at: "+1m"
+    expect:
+      reservoir: 50
+      event: {name: bolus, phase: complete}
+"""
+
+
+def test_failing_scenario_reports_expected_and_actual(tmp_path, capsys):
+    code, rep = run(tmp_path, write(tmp_path, FAILING))
+    assert code == 1
+    assert rep["ok"] is False and rep["exit_code"] == 1
+    scn = rep["scenarios"][0]
+    assert scn["result"] == "fail" and scn["error"] is None
+    steps = scn["steps"]
+    assert [s["result"] for s in steps] == ["fail", "fail", "fail"]
+    plant = [c for c in steps[0]["checks"] if c["check"] == "plant_delivered"][0]
+    assert plant["result"] == "fail"
+    assert plant["expected"] == "1.500 U" and plant["actual"] == "1.000 U (200 steps)"
+    assert [c["result"] for c in steps[0]["checks"] if c["check"] == "state"] == ["pass"]
+    refused = steps[1]["checks"][0]  # 20 U is over the default 10 U max and nobody expected that
+    assert refused["result"] == "fail" and refused["expected"] == "accepted"
+    assert refused["actual"].startswith("refused: limit")
+    res = [c for c in steps[2]["checks"] if c["check"] == "reservoir"][0]
+    assert res["expected"] == "50.000 U" and res["actual"] == "98.985 U" and res["result"] == "fail"
+    ev = [c for c in steps[2]["checks"] if c["check"] == "event"][0]
+    assert ev["result"] == "fail" and "no 'bolus' events" in ev["actual"]
+    assert rep["totals"]["checks_failed"] == 4 and rep["totals"]["checks_passed"] == 1
+    out = capsys.readouterr().out
+    assert "expected 1.500 U" in out and "actual   1.000 U (200 steps)" in out and "FAILED" in out
+
+
+def test_unstartable_pump_aborts_with_exit_3(tmp_path):
+    p = write(tmp_path, 'name: x\nsteps:\n  - at: "00:01"\n    expect: {state: running}\n')
+    code, rep = run(tmp_path, p, extra=["--micropython", str(tmp_path / "no-such-micropython")])
+    assert code == 3
+    scn = rep["scenarios"][0]
+    assert "could not start the pump" in scn["error"]
+    assert scn["steps"][0]["result"] == "not run"
+
+
+# ---- invalid files ------------------------------------------------------------------------------
+HEAD = 'name: bad\npump: {reservoir: 50}\nsteps:\n  - at: "00:00"\n    expect: {state: running}\n'
+
+INVALID = {
+    "time": (HEAD + '  - at: "25:61"\n    suspend: true\n', ["step 2", "field 'at'", "25:61"]),
+    "backwards": (HEAD + '  - at: "01:00"\n    suspend: true\n  - at: "00:30"\n    resume: true\n',
+                  ["step 3", "before the previous step"]),
+    "amount": (HEAD + '  - at: "+1m"\n    bolus: 2.5x\n', ["step 2", "field 'bolus'", "not a number"]),
+    "precision": (HEAD + '  - at: "+1m"\n    bolus: 0.0005\n', ["field 'bolus'", "0.001 U"]),
+    "two actions": (HEAD + '  - at: "+1m"\n    bolus: 1\n    suspend: true\n', ["one action per step"]),
+    "unknown key": (HEAD + '  - at: "+1m"\n    bolsu: 1\n', ["field 'bolsu'", "unknown key"]),
+    "bare expectation": (HEAD + '  - at: "+1m"\n    reservoir_left: 1\n', ["field 'reservoir_left'"]),
+    "outside expect": (HEAD + '  - at: "+1m"\n    basal_rate: 1\n', ["field 'basal_rate'", "under 'expect:'"]),
+    "refusal code": (HEAD + '  - at: "+1m"\n    bolus: 20\n    expect_refused: limits\n',
+                     ["field 'expect_refused'", "unknown refusal code"]),
+    "future plant": (HEAD + '  - at: "01:00"\n    expect:\n      plant_delivered: {to: "02:00", equals: 1}\n',
+                     ["field 'expect.plant_delivered'", "after this step"]),
+    "approx without tol": (HEAD + '  - at: "+1m"\n    expect:\n      reservoir: {approx: 49}\n',
+                           ["field 'expect.reservoir'", "needs 'tol'"]),
+    "segments": (HEAD.replace("{reservoir: 50}", '{reservoir: 50, basal: ["0:00-1"]}'),
+                 ["field 'pump.basal'", "HH:MM=RATE"]),
+    "limit name": (HEAD + '  - at: "+1m"\n    limits: {max_bolsu: 5}\n', ["field 'limits.max_bolsu'"]),
+    "no steps": ("name: bad\nsteps: []\n", ["'steps' is required"]),
+    "yaml": ("name: bad\nsteps: [\n", ["not valid YAML"]),
+    "duplicate": (HEAD + '  - at: "+1m"\n    expect: {state: running, state: suspended}\n',
+                  ["duplicate key 'state'"]),
+    "speed without bolus": (HEAD + '  - at: "+1m"\n    expect:\n      bolus_speed: {approx: 1.5, tol: 0.1}\n',
+                            ["field 'expect.bolus_speed'", "needs 'from'"]),
+}
+
+
+@pytest.mark.parametrize("case", INVALID, ids=list(INVALID))
+def test_invalid_file_rejected_before_the_pump_starts(tmp_path, capsys, no_pump, case):
+    text, needles = INVALID[case]
+    good = write(tmp_path, HEAD, "good.yaml")
+    bad = write(tmp_path, text, "bad.yaml")
+    code, rep = run(tmp_path, good, bad)
+    assert code == 2
+    assert rep["exit_code"] == 2 and rep["scenarios"] == []
+    err = rep["invalid"][0]["error"]
+    assert err.startswith(str(bad))
+    for n in needles:
+        assert n in err, err
+    out = capsys.readouterr().out
+    assert "invalid scenario" in out and "nothing was run" in out
+
+
+def test_error_names_the_line(tmp_path):
+    with pytest.raises(ScenarioError) as ei:
+        parse(HEAD + '  - at: "+1m"\n    note: x\n    bolus: -1\n', "f.yaml")
+    assert ei.value.line == 8 and ei.value.step == 2 and ei.value.field == "bolus"
+    assert str(ei.value).startswith("f.yaml:8: step 2 (at +1m), field 'bolus':")
+
+
+# ---- the format -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("text, prev, ms", [
+    ("06:30", 0, 390 * 60_000),
+    ("24:00", 0, 24 * 3_600_000),
+    ("36:15:30", 0, (36 * 3600 + 15 * 60 + 30) * 1000),
+    ("+30s", 60_000, 90_000),
+    ("+2h", 0, 7_200_000),
+    ("+1h30m", 1000, 1000 + 5_400_000),
+    ("+90m", 0, 5_400_000),
+    ("+05:00", 1000, 301_000),
+    ("+1:00:05", 0, 3_605_000),
+    ("+0s", 5000, 5000),
+])
+def test_time_grammar(text, prev, ms):
+    assert parse_time(text, prev) == ms
+
+
+def test_unquoted_times_and_decimals_are_exact():
+    # YAML 1.1 would read 12:30 as the integer 750 and 0.1 as a binary float.
+    scn = parse("name: t\npump:\n  basal: [00:00=0.1, 12:30=1.15]\nsteps:\n  - at: 12:30\n    bolus: 0.1\n"
+                "  - at: +1m\n    expect:\n      reservoir: {approx: 299.9, tol: 0.001}\n")
+    assert scn.steps[0].t_ms == 750 * 60_000
+    assert scn.setup.segments == [[0, 100], [750, 1150]]
+    assert scn.steps[0].action.args == {"mU": 100}
+    assert scn.steps[1].t_ms == 751 * 60_000
+
+
+def test_board_mode_skips_plant_checks(tmp_path):
+    """--port runs in wall-clock time against any console URL; here a realtime simulator."""
+    from hil.sim.firmware import SimPump
+
+    p = write(tmp_path, """
+name: on a board
+pump: {reservoir: 10, basal: ["00:00=1.0"]}
+steps:
+  - at: "00:00:01"
+    bolus: 0.05
+    expect:
+      event: {name: bolus, phase: started}
+  - at: "+5s"
+    expect:
+      state: running
+      event: {name: bolus, phase: complete, delivered: 0.05}
+      plant_delivered: {from: "00:00", equals: 0.05}
+""")
+    with SimPump(mode="realtime") as sim:
+        code, rep = run(tmp_path, p, extra=["--port", sim.console_url])
+    scn = rep["scenarios"][0]
+    assert code == 0, scn
+    assert rep["target"] == sim.console_url
+    assert scn["counts"]["skip"] == 1 and scn["counts"]["fail"] == 0
+    assert scn["virtual_ms"] >= 6000
