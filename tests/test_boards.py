@@ -148,16 +148,22 @@ def test_core_free_of_hardware_imports():
     assert not offenders, f"only basalt/hal/* may import hardware modules: {offenders}"
 
 
-# ---- same objects as the simulator -----------------------------------------------------------
-# role -> (class names in sim.py, class name in the board HAL, module holding it)
-ROLES = {
-    "clock": (("LockstepClock", "RealtimeClock"), "TickClock", "board_common"),
-    "console": (("Console",), "Console", "board_common"),
-    "storage": (("Storage",), "Storage", "board_common"),
-    "annunciator": (("Annunciator",), "Annunciator", "board_common"),
-    "motor": (("Motor",), "Motor", None),  # one per board HAL
+# ---- the same HAL contract as the simulator -------------------------------------------------------
+# The contracts documented in firmware/basalt/hal/__init__.py: role -> public methods.
+CONTRACT = {
+    "clock": {"now_ms", "wait"},
+    "motor": {"start", "count", "busy", "stop"},
+    "console": {"readinto", "write"},
+    "storage": {"read", "write_atomic"},
+    "annunciator": {"buzzer", "led"},
 }
-SIM_ONLY = {"console": {"accept"}}  # the simulator's TCP console takes connections; a UART does not
+# role -> (class in the board HAL, module holding it); storage is basalt.lib.filestore.FileStore
+BOARD_CLASSES = {
+    "clock": ("TickClock", "board_common"),
+    "console": ("Console", "board_common"),
+    "annunciator": ("Annunciator", "board_common"),
+    "motor": ("Motor", None),  # one per board HAL
+}
 
 
 def _classes(path: Path) -> dict[str, ast.ClassDef]:
@@ -167,7 +173,7 @@ def _classes(path: Path) -> dict[str, ast.ClassDef]:
 def _public_methods(classes: dict[str, ast.ClassDef], name: str) -> set[str]:
     cls = classes[name]
     out = {f.name for f in cls.body if isinstance(f, ast.FunctionDef) and not f.name.startswith("_")}
-    for base in cls.bases:  # bases defined in the same module (sim's clocks share _Clock)
+    for base in cls.bases:  # bases defined in the same module
         if isinstance(base, ast.Name) and base.id in classes:
             out |= _public_methods(classes, base.id)
     return out
@@ -180,25 +186,37 @@ def _make_hal_args(path: Path) -> list[str]:
     raise AssertionError(f"{path.name} has no make_hal")
 
 
+def test_documented_contract_is_the_one_checked():
+    doc = (HAL_DIR / "__init__.py").read_text()
+    for role, methods in CONTRACT.items():
+        assert f"# {role}" in doc, role
+        for m in methods:
+            assert f"{m}(" in doc, (role, m)
+
+
+def test_sim_hal_implements_every_role():
+    # The simulated board is one object playing every role (clock = motor = console = annunciator).
+    sim = _public_methods(_classes(HAL_DIR / "sim.py"), "Hal")
+    for role in ("clock", "motor", "console", "annunciator"):
+        assert CONTRACT[role] <= sim, (role, CONTRACT[role] - sim)
+    store = _public_methods(_classes(FIRMWARE_DIR / "basalt" / "lib" / "filestore.py"), "FileStore")
+    assert store == CONTRACT["storage"]
+
+
 @pytest.mark.parametrize("hal", ["esp32", "rp2"])
 def test_hal_matches_sim_contract(hal):
-    sim = _classes(HAL_DIR / "sim.py")
     common = _classes(HAL_DIR / "board_common.py")
     own = _classes(HAL_DIR / f"{hal}.py")
-    for role, (sim_names, board_name, where) in ROLES.items():
-        sim_sets = [_public_methods(sim, n) - SIM_ONLY.get(role, set()) for n in sim_names]
-        assert all(s == sim_sets[0] for s in sim_sets), f"sim {role} classes disagree: {sim_sets}"
+    for role, (board_name, where) in BOARD_CLASSES.items():
         board = _public_methods(common if where == "board_common" else own, board_name)
-        assert board == sim_sets[0], f"{hal} {role}: {sorted(board)} != sim {sorted(sim_sets[0])}"
+        assert board == CONTRACT[role], f"{hal} {role}: {sorted(board)} != {sorted(CONTRACT[role])}"
+    assert "Storage = FileStore" in (HAL_DIR / "board_common.py").read_text()
     assert _make_hal_args(HAL_DIR / f"{hal}.py") == _make_hal_args(HAL_DIR / "sim.py") == ["board", "argv"]
-    # The Hal object carries the same five objects the sim's make_hal hangs on its Hal.
-    sim_attrs = {t.attr for n in ast.walk(ast.parse((HAL_DIR / "sim.py").read_text()))
-                 if isinstance(n, ast.Assign) for t in n.targets
-                 if isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name) and t.value.id == "h"}
+    # The board Hal object carries the five role objects the core is handed.
     init = next(f for f in common["Hal"].body if isinstance(f, ast.FunctionDef) and f.name == "__init__")
     board_attrs = {t.attr for n in ast.walk(init) if isinstance(n, ast.Assign) for t in n.targets
                    if isinstance(t, ast.Attribute)}
-    assert board_attrs == sim_attrs == set(ROLES)
+    assert set(CONTRACT) <= board_attrs
 
 
 # ---- type check against the port stubs -----------------------------------------------------------

@@ -2,16 +2,20 @@
 # time on boards, the harness's virtual time in the simulator); this loop never sleeps itself.
 from .core.mechanics import Mechanics
 from .core.pump import Pump
+from .lib import overlay
 from .proto.server import ConsoleServer
 
-VERSION = "0.1.0"
+VERSION = "0.2.0"
 
 
 def build(hal, board):
     mech = Mechanics(board.NL_PER_STEP, board.RESERVOIR_CAPACITY_STEPS, board.MOTOR_MAX_HZ)
     server = ConsoleServer(hal.console, VERSION + "/" + board.NAME)
-    pump = Pump(hal.motor, hal.storage, mech, server.event)
+    pump = Pump(hal.motor, mech, server.event)
+    pump.storage = hal.storage
     server.pump = pump
+    if not overlay.call("settings", "load", pump):
+        pump.alarm("settings_lost")
     return pump, server
 
 

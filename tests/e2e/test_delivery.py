@@ -9,23 +9,23 @@ TICK = 1000
 
 
 def test_basal_day_is_exact_to_the_step(sim_dut):
-    sim_dut.prepare(reservoir_mu=300_000, segments=[[0, 1000]])  # 1.0 U/h
-    sim_dut.sim.run_until(DAY + TICK)  # one more tick settles the last train
+    t0 = sim_dut.prepare(reservoir_mu=300_000, segments=[[0, 1000]])  # 1.0 U/h
+    sim_dut.sim.run_until(t0 + DAY + TICK)  # one more tick settles the last train
     plant = sim_dut.sim.plant
-    assert plant.steps_between(0, DAY + 1) == 4800  # 24.000 U at 200 steps/U
-    assert plant.steps_between(DAY + 1, DAY + TICK + 1) == 0
+    assert plant.steps_between(t0, t0 + DAY + 1) == 4800  # 24.000 U at 200 steps/U
+    assert plant.steps_between(t0 + DAY + 1, t0 + DAY + TICK + 1) == 0
     st = sim_dut.request("status")
     assert st["basal_delivered_mU"] == 24_000
     assert st["reservoir_mU"] == 300_000 - 24_000
     assert st["reservoir_steps"] == 60_000 - plant.net_steps()
     # spread evenly at the mechanism's resolution: one step every 18 s, no hourly lumps
-    assert plant.max_gap_ms(0, DAY) == 18_000
+    assert plant.max_gap_ms(t0, t0 + DAY) == 18_000
 
 
 def test_bolus_at_configured_speed_beside_basal(sim_dut):
-    sim_dut.prepare(segments=[[0, 1000]])
+    start = sim_dut.prepare(segments=[[0, 1000]])
     sim, c = sim_dut.sim, sim_dut.client
-    sim.run_until(HOUR)
+    sim.run_until(start + HOUR)
     c.drain_events()
     t0 = sim.now_ms
     c.request("bolus", mU=2500)
@@ -78,7 +78,7 @@ def test_suspend_stops_delivery_within_one_control_period(sim_dut):
 
 
 def test_over_limit_bolus_refused_with_reason(sim_dut):
-    sim_dut.prepare()
+    t0 = sim_dut.prepare()
     sim, c = sim_dut.sim, sim_dut.client
     limit = c.request("limits_get")["max_bolus_mU"]
     before = c.request("status")
@@ -86,9 +86,10 @@ def test_over_limit_bolus_refused_with_reason(sim_dut):
         c.request("bolus", mU=limit + 10)
     assert e.value.code == "limit" and "max_bolus" in e.value.msg
     after = c.request("status")
-    assert after == before
+    assert {k: v for k, v in after.items() if k != "history_seq"} == {k: v for k, v in before.items() if k != "history_seq"}
+    assert c.request("history", since=before["history_seq"])["records"][0][2] == 8  # the refusal is logged
     sim.advance(60_000)
-    assert sim.plant.steps_between(0, sim.now_ms + 1) == 60 * 1000 // 18_000  # basal only
+    assert sim.plant.steps_between(t0, sim.now_ms + 1) == 60 * 1000 // 18_000  # basal only
 
 
 def test_lockstep_runs_are_identical(tmp_path):

@@ -1,15 +1,14 @@
 """Real-time mode: the same firmware on the wall clock, as people and latency measurements use it."""
 import time
 
+from hil.dut import Dut
 from hil.sim.firmware import SimPump
 from host.client import PumpClient
 
 
 def test_realtime_delivers_and_accounts_exactly():
     with SimPump(mode="realtime") as sim, PumpClient(sim.console_url) as c:
-        c.request("reservoir_load", mU=10_000)
-        c.request("basal_set", segments=[[0, 0]])
-        c.request("resume")
+        Dut(c, sim).prepare(reservoir_mu=10_000, segments=[[0, 0]])
         c.request("bolus", mU=1000)
         time.sleep(2.5)  # two or three 1 s ticks of 5 steps at 1.5 U/min
         r = c.request("suspend")

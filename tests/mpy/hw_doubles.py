@@ -75,4 +75,5 @@ class DictStorage:
         return self.files.get(name)
 
     def write_atomic(self, name, data):
-        self.files[name] = bytes(data)
+        # bytes, or a sequence of chunks, as the storage HAL contract allows
+        self.files[name] = bytes(data) if isinstance(data, (bytes, bytearray)) else b"".join(data)

@@ -1,18 +1,20 @@
 # The delivery engine: each 1 s control tick it turns the insulin owed since the last tick into
-# one step train, then on the next tick reads back what the motor actually emitted.
+# one step train, then on the next tick reads back what the motor's counter says it emitted.
 #
-# Owed insulin is integrated in integer accumulators whose remainders are always carried:
-#   basal: acc += rate[mU/h] * 1000 ms per tick; one step per uu_per_step * 3600 in acc
-#   bolus: acc += speed[mU/min] * 1000 ms per tick; one step per uu_per_step * 60 in acc
-# (mU/h x ms = uU x 3600 / 3600000 ... i.e. the units line up so that no division ever drops
-# a fraction; every value stays a small int even on a 32-bit board.)
+# Owed insulin is integrated in integer accumulators whose remainders are always carried, so
+# nothing is lost or doubled and every value stays a small int even on a 32-bit board:
+#   basal     acc += rate[mU/h] * 1000 ms per tick (x pct/100 for a percentage temp basal:
+#             acc += rate * pct * 10); one step per uu_per_step * 3600 in acc
+#   normal    acc += speed[mU/min] * 1000 ms per tick; one step per uu_per_step * 60 in acc
+#   extended  acc += total steps per tick; one step per duration[s] in acc
 #
-# Within a train, basal steps go first. When a train is cut short (suspend, cancel) the basal
-# steps it did not emit go back into the basal accumulator, so basal is never lost or doubled;
-# unemitted bolus steps belong to the cancelled bolus and are simply not owed any more.
+# Within a train the order is basal, extended, normal. When a train is cut short (suspend,
+# cancel) the basal steps it did not emit go back into the basal accumulator; unemitted bolus
+# steps stay owed by their bolus (or die with it when it is cancelled).
 
 TICK_MS = 1000
 DELIVER = 1
+RETRACT = -1
 
 
 class Delivery:
@@ -22,57 +24,72 @@ class Delivery:
         self.basal_unit = mech.uu_per_step * 3600
         self.bolus_unit = mech.uu_per_step * 60
         self.basal_acc = 0
-        self.bolus_acc = 0
-        self.train_basal = 0  # steps of the current train owed to basal
-        self.train_bolus = 0  # ... and to the bolus
-        self.trains = 0
+        self.normal_acc = 0
+        self.ext_acc = 0
+        # the train in flight: steps owed to each purpose
+        self.t_basal = 0
+        self.t_ext = 0
+        self.t_normal = 0
+        self.t_service = 0  # prime, cannula fill or rewind: never therapy
+        self.direction = DELIVER
 
     def in_flight(self):
-        return self.train_basal + self.train_bolus
+        return self.t_basal + self.t_ext + self.t_normal + self.t_service
 
     def settle(self, stop=False):
-        """Account the current train from the motor's own counter. Returns (basal, bolus, extra):
-        steps emitted for each, and any steps emitted beyond what was commanded."""
-        n = self.train_basal + self.train_bolus
+        """Account the current train from the motor's own counter.
+        Returns (basal, ext, normal, service, extra): emitted steps per purpose, and any steps
+        emitted beyond what was commanded."""
+        n = self.in_flight()
         if n == 0:
-            return 0, 0, 0
-        if stop or self.motor.busy():
-            emitted = self.motor.stop()
+            return 0, 0, 0, 0, 0
+        e = self.motor.stop() if stop or self.motor.busy() else self.motor.count()
+        extra = e - n if e > n else 0
+        e -= extra
+        if self.t_service:
+            r = (0, 0, 0, e, extra)
         else:
-            emitted = self.motor.count()
-        basal = emitted if emitted < self.train_basal else self.train_basal
-        bolus = emitted - basal
-        extra = 0
-        if bolus > self.train_bolus:
-            extra = bolus - self.train_bolus
-            bolus = self.train_bolus
-        # Basal steps that were owed but not emitted stay owed.
-        self.basal_acc += (self.train_basal - basal) * self.basal_unit
-        self.train_basal = 0
-        self.train_bolus = 0
-        return basal, bolus, extra
+            b = e if e < self.t_basal else self.t_basal
+            e -= b
+            x = e if e < self.t_ext else self.t_ext
+            r = (b, x, e - x, 0, extra)
+            self.basal_acc += (self.t_basal - b) * self.basal_unit  # owed basal stays owed
+        self.t_basal = self.t_ext = self.t_normal = self.t_service = 0
+        return r
 
-    def accrue_basal(self, rate_muh):
-        self.basal_acc += rate_muh * TICK_MS
+    def accrue_basal(self, rate_muh, pct):
+        """pct < 0: rate_muh is the rate; else pct percent of rate_muh."""
+        self.basal_acc += rate_muh * TICK_MS if pct < 0 else rate_muh * pct * 10
         n = self.basal_acc // self.basal_unit
         self.basal_acc -= n * self.basal_unit
         return n
 
-    def accrue_bolus(self, speed_mu_min, remaining_steps):
-        self.bolus_acc += speed_mu_min * TICK_MS
-        n = self.bolus_acc // self.bolus_unit
-        self.bolus_acc -= n * self.bolus_unit
-        return n if n < remaining_steps else remaining_steps
+    def accrue_normal(self, speed_mu_min, remaining):
+        self.normal_acc += speed_mu_min * TICK_MS
+        n = self.normal_acc // self.bolus_unit
+        self.normal_acc -= n * self.bolus_unit
+        return n if n < remaining else remaining
 
-    def end_bolus(self):
-        self.bolus_acc = 0
+    def accrue_ext(self, total, duration_s, remaining, overdue):
+        """Square wave: `total` steps over `duration_s` ticks; once overdue, the rest at once."""
+        if overdue:
+            return remaining
+        self.ext_acc += total
+        n = self.ext_acc // duration_s
+        self.ext_acc -= n * duration_s
+        return n if n < remaining else remaining
 
-    def start(self, basal, bolus):
-        """Emit basal+bolus steps spread evenly over the coming tick."""
-        n = basal + bolus
-        if n <= 0:
-            return
-        self.train_basal = basal
-        self.train_bolus = bolus
-        self.trains += 1
-        self.motor.start(n, n * 1000 // TICK_MS or 1, DELIVER)
+    def start(self, basal, ext, normal):
+        """Emit therapy steps spread evenly over the coming tick."""
+        n = basal + ext + normal
+        if n > 0:
+            self.t_basal, self.t_ext, self.t_normal = basal, ext, normal
+            self.direction = DELIVER
+            self.motor.start(n, n * 1000 // TICK_MS, DELIVER)
+
+    def service(self, n, direction):
+        """Prime, fill or rewind: n steps (at most the motor's rate) this tick."""
+        if n > 0:
+            self.t_service = n
+            self.direction = direction
+            self.motor.start(n, n * 1000 // TICK_MS, direction)

@@ -7,12 +7,3 @@ class Refused(Exception):
         super().__init__(msg)
         self.code = code  # short machine-readable reason: "range", "limit", "state", ...
         self.msg = msg
-
-
-def check_int(value, name, lo, hi):
-    """Return value if it is a plain int in [lo, hi]; else refuse. bool is not an int here."""
-    if type(value) is not int:
-        raise Refused("bad_arg", name + " must be an integer")
-    if value < lo or value > hi:
-        raise Refused("range", "%s must be %d..%d, got %d" % (name, lo, hi, value))
-    return value

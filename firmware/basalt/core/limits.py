@@ -1,42 +1,19 @@
-# Therapy limits, enforced here in the firmware (the host only mirrors them). Each limit has a
-# default and a hard ceiling that no configuration can exceed.
-from .errors import Refused, check_int
-
-# name: (default, lowest settable, hard ceiling)
-_SPEC = {
-    "max_bolus_mU": (10000, 100, 30000),  # 10 U default; 30 U ceiling (commercial range 0.1-30 U)
-    "max_basal_mUh": (3000, 50, 30000),  # 3 U/h default as Omnipod 5; 30 U/h ceiling
-    "bolus_speed_mU_min": (1500, 500, 15000),  # 1.5 U/min as Medtronic standard
-    "bolus_increment_mU": (10, 5, 100),  # 0.01 U; commercial 0.01-0.1 U
-}
+# Therapy limits, enforced in the firmware. Defaults here; the settable ranges and their
+# validation live with the limits_set command (basalt/cmd/system.py, an overlay), so the
+# resident pump carries only the values.
 
 
 class Limits:
     def __init__(self):
-        for k, spec in _SPEC.items():
-            setattr(self, k, spec[0])
+        self.max_bolus_mU = 10000  # 10 U (commercial 0.1-30 U)
+        self.max_basal_mUh = 3000  # 3 U/h, Omnipod 5's default
+        self.max_hour_mU = 15000  # any 60 minutes: a max bolus plus most of an hour's max basal
+        self.max_day_mU = 120000  # any 24 hours: well above a typical 40-60 U daily dose
+        self.max_iob_mU = 15000  # the calculator never suggests past this insulin on board
+        self.bolus_speed_mU_min = 1500  # 1.5 U/min, Medtronic's standard speed
+        self.bolus_increment_mU = 10  # 0.01 U (commercial 0.01-0.1 U)
 
     def to_dict(self):
-        return {k: getattr(self, k) for k in _SPEC}
-
-    def update(self, changes, mech, schedule_max_muh):
-        """Validate every change first; apply all or nothing."""
-        if type(changes) is not dict or not changes:
-            raise Refused("bad_arg", "limits must be a non-empty object")
-        new = self.to_dict()
-        for k, v in changes.items():
-            spec = _SPEC.get(k)
-            if spec is None:
-                raise Refused("bad_arg", "unknown limit " + str(k))
-            new[k] = check_int(v, k, spec[1], spec[2])
-        inc_steps = mech.steps_from_mu(new["bolus_increment_mU"], "bolus_increment_mU")
-        if new["max_bolus_mU"] % new["bolus_increment_mU"]:
-            raise Refused("range", "max_bolus_mU must be a multiple of bolus_increment_mU")
-        # The motor must keep up with the bolus speed within one tick.
-        if new["bolus_speed_mU_min"] * 1000 // (mech.uu_per_step * 60) + 1 > mech.max_hz:
-            raise Refused("range", "bolus speed exceeds the motor's step rate")
-        if schedule_max_muh > new["max_basal_mUh"]:
-            raise Refused("limit", "the basal schedule has a rate above the new max_basal_mUh")
-        for k in new:
-            setattr(self, k, new[k])
-        return inc_steps
+        return {"max_bolus_mU": self.max_bolus_mU, "max_basal_mUh": self.max_basal_mUh,
+                "max_hour_mU": self.max_hour_mU, "max_day_mU": self.max_day_mU, "max_iob_mU": self.max_iob_mU,
+                "bolus_speed_mU_min": self.bolus_speed_mU_min, "bolus_increment_mU": self.bolus_increment_mU}

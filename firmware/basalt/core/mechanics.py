@@ -4,12 +4,6 @@
 from .errors import Refused
 
 
-def _gcd(a, b):
-    while b:
-        a, b = b, a % b
-    return a
-
-
 class Mechanics:
     def __init__(self, nl_per_step, capacity_steps, max_hz):
         if nl_per_step <= 0 or capacity_steps <= 0 or max_hz <= 0:
@@ -17,14 +11,20 @@ class Mechanics:
         self.uu_per_step = nl_per_step * 100
         self.capacity_steps = capacity_steps
         self.max_hz = max_hz
-        # mU per step as a reduced fraction num/den, so conversions stay small integers.
-        g = _gcd(self.uu_per_step, 1000)
-        self._num = self.uu_per_step // g
-        self._den = 1000 // g
+        # mU per step as a reduced fraction num/den, so conversions stay small integers
+        a, b = self.uu_per_step, 1000
+        while b:
+            a, b = b, a % b
+        self._num = self.uu_per_step // a
+        self._den = 1000 // a
 
     def mu_from_steps(self, steps):
         """mU delivered by `steps` (rounded down when a step is not a whole mU)."""
         return steps * self._num // self._den
+
+    def steps_floor(self, mu):
+        """Whole steps within mu milliunits (rounded down: for caps)."""
+        return mu * self._den // self._num
 
     def steps_from_mu(self, mu, name="amount"):
         """Exact steps for mu milliunits; refuse an amount the mechanism cannot deliver exactly."""

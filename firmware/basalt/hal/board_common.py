@@ -10,13 +10,14 @@
 # The objects have the same public methods as the simulator's (basalt/hal/sim.py); the contracts
 # are in basalt/hal/__init__.py. Only the HAL modules and boards may import machine/time/select.
 import gc
-import os
 import select
 import sys
 import time
 
 from machine import PWM, Pin, Timer
 from micropython import const
+
+from ..lib.filestore import FileStore
 
 _POLL_SLICE_MS = const(20)  # longest single sleep: pending console output is pushed this often
 _WRITE_CHUNK = const(256)  # most bytes handed to the USB/UART driver per write() call
@@ -93,36 +94,9 @@ class TickClock:
         return True  # input waits, or a slice passed: the loop polls and flushes, then waits again
 
 
-class Storage:
-    """A directory on the board's littlefs filesystem. littlefs renames atomically, so a power cut
-    leaves either the old file or the verified new one, never a torn file."""
-
-    def __init__(self, root):
-        self.root = root
-        try:
-            os.mkdir(root)
-        except OSError:
-            pass  # exists already
-
-    def _path(self, name):
-        return self.root + "/" + name
-
-    def read(self, name):
-        try:
-            with open(self._path(name), "rb") as f:
-                return f.read()
-        except OSError:
-            return None
-
-    def write_atomic(self, name, data):
-        tmp = self._path(name + ".new")
-        with open(tmp, "wb") as f:
-            f.write(data)
-        with open(tmp, "rb") as f:
-            if f.read() != data:
-                raise OSError("storage verify failed")
-        os.rename(tmp, self._path(name))
-
+# Storage: basalt.lib.filestore.FileStore on the board's littlefs (littlefs renames atomically,
+# so a power cut leaves either the old file or the verified new one, never a torn file).
+Storage = FileStore
 
 # Patterns: bit i set = on during slot i of the 2 s cycle (bit 0 first).
 _BUZZER = {"off": 0, "chirp": 0x0001, "alert": 0x0005, "alarm": 0x5555}

@@ -1,329 +1,201 @@
-# The simulator HAL for the MicroPython Unix port. The harness (hil/sim) owns the hardware:
-# this process talks to it over a TCP "bus" carrying one-line messages, and serves the pump's
-# console on its own TCP port, so hosts connect with pyserial's socket://127.0.0.1:PORT.
+# The simulator HAL for the MicroPython Unix port: one object, the simulated board, that is
+# the core's clock, motor, console and annunciator at once (one class: in a 64 KB heap each
+# class and name costs). The harness (hil/sim) owns the hardware: this process talks to it
+# over a TCP "bus" of one-line messages, and serves the pump's console on its own TCP port,
+# so hosts connect with pyserial's socket://127.0.0.1:PORT.
 #
 # Bus, firmware -> harness                      harness -> firmware
 #   @R <console_port>         ready               G <t_ms>   grant: run until virtual t_ms
 #   @A <t_ms>                 paused at t_ms      I          ask for heap figures
 #   @M <t_ms> <n> <hz> <dir>  step train start    Q          quit
 #   @X <t_ms> <emitted>       train cut short
-#   @B <t_ms> <pattern>       buzzer
-#   @L <t_ms> <pattern>       LED
+#   @B <t_ms> <pattern>       buzzer     @L <t_ms> <pattern>  LED
 #   @I <t_ms> <alloc> <free> <peak>  heap after a collect; peak = highest live heap seen
 #
-# Lockstep mode: virtual time only moves when the harness grants it, and console input is
-# handled only while paused, so a run is the same every time. Realtime mode: the wall clock.
+# Lockstep (here): virtual time moves only when the harness grants it, and console input is
+# handled only while paused, so a run is the same every time. Real time: sim_rt.py.
+# Motor: steps of a train fall at t0 + i*1000/hz ms (i = 0..n-1); the harness's plant expands
+# @M messages by the same rule, so both agree on every step and its time.
 import gc
-import os
 import select
 import socket
-import time
+
+from ..lib.filestore import FileStore
 
 TICK_MS = 1000
-GC_EVERY_TICKS = 600  # collect (and sample the live heap) every 10 simulated minutes
+GC_EVERY_TICKS = 600  # sample the live heap every 10 simulated minutes
 
 
-class Bus:
-    def __init__(self, port):
+def _addr(port):
+    return socket.getaddrinfo("127.0.0.1", port)[0][-1]
+
+
+class Hal:
+    def __init__(self, bus_port, console_port, root):
+        gc.threshold(4096)  # in a 64 KB heap fragmentation, not total use, is what fails
+        self.clock = self.motor = self.console = self.annunciator = self
+        self.storage = FileStore(root)
+        self.poller = select.poll()
         s = socket.socket()
-        s.connect(socket.getaddrinfo("127.0.0.1", port)[0][-1])
-        self.sock = s
-        self.rx = bytearray(128)  # harness messages are short; allocated once
+        s.connect(_addr(bus_port))
+        self.bus = s
+        self.rx = bytearray(64)
         self.rx_len = 0
+        self.poller.register(s, select.POLLIN)
+        ls = socket.socket()
+        ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        ls.bind(_addr(console_port))
+        ls.listen(1)
+        self.poller.register(ls, select.POLLIN)
+        self.listener = ls
+        self.client = None
+        self.port = console_port
+        self.now = self.granted = self.ticks = self.peak = 0
+        self.next_tick = TICK_MS
+        self.acked = -1
+        self.t0 = self.n = self.final = 0
+        self.hz = 1
 
+    # ---- bus ----------------------------------------------------------------------------
     def send(self, line):
         data = ("@" + line + "\n").encode()
         while data:
-            n = self.sock.write(data)
-            data = data[n:]
+            data = data[self.bus.write(data):]
 
-    def read_lines(self, handle):
-        """Read what is waiting (the caller polled first); call handle(line) per complete line."""
-        # recv, not readinto: a blocking stream's readinto waits to fill the whole buffer.
-        chunk = self.sock.recv(len(self.rx) - self.rx_len)
-        n = len(chunk)
-        if not n:
-            raise SystemExit(0)  # harness went away: nothing left to drive us
-        self.rx[self.rx_len:self.rx_len + n] = chunk
-        end = self.rx_len + n
+    def _read_bus(self):
+        chunk = self.bus.recv(64 - self.rx_len)  # recv: a blocking readinto waits to fill
+        if not chunk:
+            raise SystemExit(0)  # the harness went away: nothing left to drive us
+        n = self.rx_len + len(chunk)
+        self.rx[self.rx_len:n] = chunk
         start = 0
-        for i in range(self.rx_len, end):
+        for i in range(n):
             if self.rx[i] == 10:
-                if i > start:
-                    handle(bytes(self.rx[start:i]).decode())
+                m = bytes(self.rx[start:i])
                 start = i + 1
-        rest = end - start
-        if rest >= len(self.rx):
-            raise ValueError("bus line too long")
-        self.rx[0:rest] = self.rx[start:end]
-        self.rx_len = rest
+                if m[:1] == b"G":
+                    self.granted = int(m[2:])
+                elif m[:1] == b"I":
+                    self._sample()
+                    self.send("I %d %d %d %d" % (self.now_ms(), gc.mem_alloc(), gc.mem_free(), self.peak))
+                elif m[:1] == b"Q":
+                    raise SystemExit(0)
+        self.rx[0:n - start] = self.rx[start:n]
+        self.rx_len = n - start
 
+    def _sample(self):
+        gc.collect()
+        a = gc.mem_alloc()
+        if a > self.peak:
+            self.peak = a
 
-class Console:
-    """One client at a time on a TCP port; a new connection replaces the old, like reopening a UART."""
-
-    def __init__(self, poller, port):
-        ls = socket.socket()
-        ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        ls.bind(socket.getaddrinfo("127.0.0.1", port)[0][-1])
-        ls.listen(1)
-        self.listener = ls
-        self.port = port
-        self.client = None
-        self.poller = poller
-        poller.register(ls, select.POLLIN)
-
-    def accept(self):
-        c, _ = self.listener.accept()
-        c.setblocking(False)
-        self._drop()
-        self.client = c
-        self.poller.register(c, select.POLLIN)
-
-    def _drop(self):
-        if self.client is not None:
-            try:
-                self.poller.unregister(self.client)
-                self.client.close()
-            except OSError:
-                pass
-            self.client = None
-
-    def readinto(self, buf):
-        c = self.client
-        if c is None:
-            return 0
-        try:
-            n = c.readinto(buf)
-        except OSError:
-            self._drop()
-            return 0
-        if n is None:
-            return 0
-        if n == 0:
-            self._drop()
-        return n
-
-    def write(self, mv):
-        c = self.client
-        if c is None:
-            return len(mv)  # nobody listening: output goes nowhere, like an unplugged UART
-        try:
-            n = c.write(mv)
-        except OSError:
-            self._drop()
-            return len(mv)
-        return n or 0
-
-
-class _Clock:
-    def __init__(self, bus, console, poller):
-        self.bus = bus
-        self.console = console
-        self.poller = poller
-        self.ticks = 0
-        self.peak = 0
-        poller.register(bus.sock, select.POLLIN)
-
-    def _ticked(self):
-        self.ticks += 1
-        if self.ticks % GC_EVERY_TICKS == 0:
-            gc.collect()
-            a = gc.mem_alloc()
-            if a > self.peak:
-                self.peak = a
-
-    def _bus(self, line):
-        if line[0] == "G":
-            self.granted = int(line[2:])
-        elif line[0] == "I":
-            gc.collect()
-            a = gc.mem_alloc()
-            if a > self.peak:
-                self.peak = a
-            self.bus.send("I %d %d %d %d" % (self.now_ms(), a, gc.mem_free(), self.peak))
-        elif line[0] == "Q":
-            raise SystemExit(0)
-
-    def _service(self, timeout):
-        """Poll bus, console listener and client once. Return True when console input waits."""
+    def _poll(self, timeout):
+        """Serve the bus and the console listener; True when console input waits."""
         io = False
         for ev in self.poller.ipoll(timeout):
-            obj = ev[0]
-            if obj is self.bus.sock:
-                self.bus.read_lines(self._bus)
-            elif obj is self.console.listener:
-                self.console.accept()
+            if ev[0] is self.bus:
+                self._read_bus()
+            elif ev[0] is self.listener:
+                c = self.listener.accept()[0]
+                c.setblocking(False)
+                self._drop()  # a new connection replaces the old, like reopening a UART
+                self.client = c
+                self.poller.register(c, select.POLLIN)
             else:
                 io = True
         return io
 
-
-class LockstepClock(_Clock):
-    def __init__(self, bus, console, poller):
-        super().__init__(bus, console, poller)
-        self.now = 0
-        self.next_tick = TICK_MS
-        self.granted = 0
-        self.acked = -1
-
+    # ---- clock --------------------------------------------------------------------------
     def now_ms(self):
         return self.now
 
-    def wait(self):
-        while True:
-            if self.next_tick <= self.granted:
-                self.now = self.next_tick
-                self.next_tick += TICK_MS
-                self._ticked()
-                return False
-            self.now = self.granted
-            if self.acked != self.granted:
-                self.acked = self.granted
-                self.bus.send("A %d" % self.granted)
-            # Paused: serve the console at this instant until the harness grants more time.
-            # The short timeout lets pending console output drain.
-            if self._service(20):
-                return True
-            if self.next_tick > self.granted:
-                return True
-
-
-class RealtimeClock(_Clock):
-    def __init__(self, bus, console, poller):
-        super().__init__(bus, console, poller)
-        self.t0 = time.ticks_ms()
-        self.next_tick = TICK_MS
-        self.granted = 0
-
-    def now_ms(self):
-        return time.ticks_diff(time.ticks_ms(), self.t0)
+    def _ticked(self):
+        self.next_tick += TICK_MS
+        self.ticks += 1
+        if self.ticks % GC_EVERY_TICKS == 0:
+            self._sample()
+        return False
 
     def wait(self):
-        d = self.next_tick - self.now_ms()
-        if d <= 0:
-            self.next_tick += TICK_MS
-            self._ticked()
-            return False
-        self._service(d if d < 50 else 50)
+        if self.next_tick <= self.granted:
+            self.now = self.next_tick
+            return self._ticked()
+        self.now = self.granted
+        if self.acked != self.granted:
+            self.acked = self.granted
+            self.send("A %d" % self.granted)
+        # Paused: serve the console at this instant until the harness grants more time; the
+        # short timeout lets pending console output drain.
+        self._poll(20)
         return True
 
+    # ---- console ------------------------------------------------------------------------
+    def _drop(self):
+        if self.client is not None:
+            self.poller.unregister(self.client)
+            self.client.close()
+            self.client = None
 
-class Motor:
-    """A step generator with a counter. Steps of a train fall at t0 + i*1000/hz ms (i = 0..n-1);
-    the harness's plant expands @M messages with the same rule, so both agree on every step."""
+    def readinto(self, buf):
+        try:
+            n = self.client.readinto(buf) if self.client else 0
+        except OSError:
+            n = 0
+        if n == 0:
+            self._drop()  # closed or broken
+        return n or 0
 
-    def __init__(self, clock, bus):
-        self.clock = clock
-        self.bus = bus
-        self.t0 = 0
-        self.n = 0
-        self.hz = 1
-        self.final = 0
+    def write(self, mv):
+        try:
+            return (self.client.write(mv) or 0) if self.client else len(mv)  # unplugged: discard
+        except OSError:
+            self._drop()
+            return len(mv)
 
-    def _emitted(self):
-        dt = self.clock.now_ms() - self.t0
-        if dt < 0 or self.n == 0:
-            return 0
-        k = dt * self.hz // 1000 + 1
+    # ---- motor --------------------------------------------------------------------------
+    def count(self):
+        if self.final >= 0:
+            return self.final
+        dt = self.now_ms() - self.t0
+        k = dt * self.hz // 1000 + 1 if dt >= 0 else 0
         return k if k < self.n else self.n
 
     def start(self, n, hz, direction):
-        if self.final < 0:
-            self.stop()
-        self.t0 = self.clock.now_ms()
-        self.n = n
-        self.hz = hz
-        self.final = -1
-        self.bus.send("M %d %d %d %d" % (self.t0, n, hz, direction))
-
-    def count(self):
-        return self.final if self.final >= 0 else self._emitted()
+        self.stop()
+        self.t0, self.n, self.hz, self.final = self.now_ms(), n, hz, -1
+        self.send("M %d %d %d %d" % (self.t0, n, hz, direction))
 
     def busy(self):
-        return self.final < 0 and self._emitted() < self.n
+        return self.count() < self.n
 
     def stop(self):
         if self.final < 0:
-            e = self._emitted()
+            e = self.count()
             if e < self.n:
-                self.bus.send("X %d %d" % (self.clock.now_ms(), e))
+                self.send("X %d %d" % (self.now_ms(), e))
             self.final = e
         return self.final
 
-
-class Storage:
-    def __init__(self, root):
-        self.root = root
-        try:
-            os.mkdir(root)
-        except OSError:
-            pass
-
-    def _path(self, name):
-        return self.root + "/" + name
-
-    def read(self, name):
-        try:
-            with open(self._path(name), "rb") as f:
-                return f.read()
-        except OSError:
-            return None
-
-    def write_atomic(self, name, data):
-        tmp = self._path(name + ".new")
-        with open(tmp, "wb") as f:
-            f.write(data)
-        with open(tmp, "rb") as f:
-            if f.read() != data:
-                raise OSError("storage verify failed")
-        os.rename(tmp, self._path(name))
-
-
-class Annunciator:
-    def __init__(self, clock, bus):
-        self.clock = clock
-        self.bus = bus
-
+    # ---- annunciator --------------------------------------------------------------------
     def buzzer(self, pattern):
-        self.bus.send("B %d %s" % (self.clock.now_ms(), pattern))
+        self.send("B %d %s" % (self.now_ms(), pattern))
 
     def led(self, pattern):
-        self.bus.send("L %d %s" % (self.clock.now_ms(), pattern))
-
-
-class Hal:
-    pass
-
-
-def _opts(argv):
-    o = {"--bus": None, "--console": None, "--storage": "/tmp/basalt-sim", "--mode": "lockstep"}
-    i = 0
-    while i < len(argv) - 1:
-        if argv[i] in o:
-            o[argv[i]] = argv[i + 1]
-        i += 2
-    return o
+        self.send("L %d %s" % (self.now_ms(), pattern))
 
 
 def make_hal(board, argv):
     if board.TICK_MS != TICK_MS:
         raise ValueError("the core's control period is 1000 ms")
-    o = _opts(argv)
+    o = {"--bus": None, "--console": None, "--storage": "/tmp/basalt-sim", "--mode": "lockstep"}
+    for i in range(0, len(argv) - 1, 2):
+        o[argv[i]] = argv[i + 1]
     if o["--bus"] is None or o["--console"] is None:
         # MicroPython sockets have no getsockname(), so the harness picks both ports.
         raise ValueError("the simulator HAL needs --bus PORT --console PORT (started by hil/sim)")
-    # Collect early and often: in a 64 KB heap, fragmentation - not total use - is what fails.
-    gc.threshold(4096)
-    poller = select.poll()
-    bus = Bus(int(o["--bus"]))
-    console = Console(poller, int(o["--console"]))
-    clock_cls = RealtimeClock if o["--mode"] == "realtime" else LockstepClock
-    h = Hal()
-    h.clock = clock_cls(bus, console, poller)
-    h.console = console
-    h.motor = Motor(h.clock, bus)
-    h.storage = Storage(o["--storage"])
-    h.annunciator = Annunciator(h.clock, bus)
-    bus.send("R %d" % console.port)
+    cls = Hal
+    if o["--mode"] == "realtime":
+        from .sim_rt import RealtimeHal as cls
+    h = cls(int(o["--bus"]), int(o["--console"]), o["--storage"])
+    h.send("R %d" % h.port)
     return h

@@ -4,17 +4,11 @@
 #
 # Requests {"id": 1..65535, "cmd": "...", "args": {...}}; replies {"id", "ok", "data"|"err","msg"};
 # events {"ev", "seq", "t", "data"}. docs/protocol.md is the full description.
+from ..core.errors import Refused as FrameError  # same shape (code, msg); one class less in RAM
 from ..lib.crc16 import crc16
 
 MAX_FRAME = 512  # bytes including '$', '*', CRC and newline; longer lines are refused
 HEX = b"0123456789ABCDEF"
-
-
-class FrameError(Exception):
-    def __init__(self, code, msg):
-        super().__init__(msg)
-        self.code = code
-        self.msg = msg
 
 
 def encode(body):
@@ -33,15 +27,6 @@ def encode(body):
     return f
 
 
-def _hexval(ch):
-    # Uppercase only: one spelling per CRC, so a flipped case bit is noise, not the same frame.
-    if 48 <= ch <= 57:
-        return ch - 48
-    if 65 <= ch <= 70:
-        return ch - 55
-    raise FrameError("frame", "CRC is not 4 uppercase hex digits")
-
-
 def check(line, n):
     """Validate line[0:n] (no newline). Return (body_start, body_end, crc)."""
     if n and line[n - 1] == 13:  # tolerate CRLF from terminals
@@ -52,7 +37,11 @@ def check(line, n):
         raise FrameError("frame", "missing *CRC at the end of the frame")
     got = 0
     for i in range(n - 4, n):
-        got = (got << 4) | _hexval(line[i])
+        # uppercase only: one spelling per CRC, so a flipped case bit is noise, not the same frame
+        d = HEX.find(bytes((line[i],)))
+        if d < 0:
+            raise FrameError("frame", "CRC is not 4 uppercase hex digits")
+        got = (got << 4) | d
     want = crc16(line, 1, n - 5)
     if got != want:
         raise FrameError("crc", "CRC mismatch")

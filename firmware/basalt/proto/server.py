@@ -2,15 +2,19 @@
 # dispatches commands, and queues replies and events. It never blocks: output waits in a
 # fixed buffer and is drained as the console accepts it; when the buffer is full, events are
 # dropped (counted, and visible to the host as a gap in `seq`) rather than stall the pump.
+import gc
 import json
 
 from ..core.errors import Refused
-from .commands import COMMANDS, READ_ONLY
+from ..lib import overlay
+from .commands import lookup
 from .frame import MAX_FRAME, FrameError, check, encode
 
-TX_SIZE = 2048
+TX_SIZE = 1280
+CACHE_SLOT = 320  # a therapy command's reply (a bolus report is ~260 bytes)
 REPLY_RESERVE = 512
-REPLY_CACHE = 8  # recent request ids whose replies are replayed on retransmission
+REPLY_CACHE = 3  # recent request ids whose replies are replayed on retransmission
+REPLAY_WINDOW_S = 30  # ... within this many seconds; after that an id is free for reuse
 
 
 class ConsoleServer:
@@ -30,8 +34,11 @@ class ConsoleServer:
         self.dropped = 0
         self.frames_ok = 0
         self.frames_bad = 0
-        self.cache_ids = []
-        self.cache = {}
+        # Reply cache: fixed slots allocated once (long-lived objects made later would fragment
+        # the heap), each [id, body crc, uptime, length] + a frame buffer.
+        self.cache_meta = [[0, 0, 0, 0] for _ in range(REPLY_CACHE)]
+        self.cache_buf = [bytearray(CACHE_SLOT) for _ in range(REPLY_CACHE)]
+        self.cache_next = 0
 
     # ---- output -----------------------------------------------------------------------
     def _queue(self, frame, droppable):
@@ -101,53 +108,68 @@ class ConsoleServer:
                         self.rx_len += 1
 
     def _line(self, n):
+        if n == 1 and self.rx[0] == 13:  # a bare CRLF (Enter on a terminal): nothing to answer
+            return
         rid = 0
+        crc = 0
         try:
             start, end, crc = check(self.rx, n)
-            req = json.loads(bytes(self.rx[start:end]))
+            try:
+                req = json.loads(bytes(self.rx[start:end]))
+            except ValueError:
+                raise FrameError("json", "body is not valid JSON")
             if type(req) is not dict:
                 raise FrameError("bad_request", "a request is a JSON object")
             rid = req.get("id")
             if type(rid) is not int or not 1 <= rid <= 65535:
                 rid = 0
                 raise FrameError("bad_request", "id must be an integer 1..65535")
-            cached = self.cache.get(rid)
-            if cached and cached[0] == crc:  # a retransmission: same reply, not a second bolus
-                self._queue(cached[1], False)
-                return
+            for i in range(REPLY_CACHE):
+                m = self.cache_meta[i]
+                if m[0] == rid and m[1] == crc and self.pump.uptime_s - m[2] <= REPLAY_WINDOW_S:
+                    # a retransmission: the same reply again, never a second bolus
+                    if m[3]:
+                        self._queue(memoryview(self.cache_buf[i])[0:m[3]], False)
+                    else:
+                        self._reply(rid, False, ("duplicate", "already executed; its reply was too long to keep: ask status"))
+                    return
             cmd = req.get("cmd")
             args = req.get("args", {})
             if type(args) is not dict:
                 raise FrameError("bad_request", "args must be an object")
-            handler = COMMANDS.get(cmd) if type(cmd) is str else None
-            if handler is None:
-                raise FrameError("unknown_cmd", "unknown command %r" % (cmd,))
+            read_only = True
             if cmd == "ping":
-                data = handler(self.pump, args)
-                data["version"] = self.version
-                data["frames_bad"] = self.frames_bad
-                data["events_dropped"] = self.dropped
+                if args:
+                    raise FrameError("bad_arg", "this command takes no arguments")
+                data = {"uptime_s": self.pump.uptime_s, "version": self.version,
+                        "frames_bad": self.frames_bad, "events_dropped": self.dropped}
             else:
-                data = handler(self.pump, args)
+                entry = lookup(cmd) if type(cmd) is str and 0 < len(cmd) < 24 and " " not in cmd else None
+                if entry is None:
+                    raise FrameError("unknown_cmd", "unknown command %r" % (cmd,))
+                read_only = entry[1]
+                data = overlay.call(entry[0], cmd, self.pump, args)
             self.frames_ok += 1
             frame = self._reply(rid, True, data)
-            if cmd not in READ_ONLY:
+            if not read_only:
                 self._remember(rid, crc, frame)
-        except (Refused, FrameError) as e:
+        except Refused as e:  # FrameError is Refused
             self.frames_bad += 1
             frame = self._reply(rid, False, (e.code, e.msg))
             if rid:
                 self._remember(rid, crc, frame)
-        except ValueError:
-            self.frames_bad += 1
-            self._reply(rid, False, ("json", "body is not valid JSON"))
         except Exception as e:  # noqa: BLE001 - a bug in one command must not take the pump down
             self.frames_bad += 1
             self._reply(rid, False, ("internal", "internal error: %s" % type(e).__name__))
+        gc.collect()  # reclaim the overlay before the next tick allocates around it
 
     def _remember(self, rid, crc, frame):
-        if rid not in self.cache:
-            self.cache_ids.append(rid)
-            if len(self.cache_ids) > REPLY_CACHE:
-                del self.cache[self.cache_ids.pop(0)]
-        self.cache[rid] = (crc, frame)
+        n = len(frame)
+        i = self.cache_next
+        self.cache_next = (i + 1) % REPLY_CACHE
+        if n > CACHE_SLOT:
+            n = 0  # remembered as executed, without its reply
+        else:
+            self.cache_buf[i][0:n] = frame
+        m = self.cache_meta[i]
+        m[0], m[1], m[2], m[3] = rid, crc, self.pump.uptime_s, n
