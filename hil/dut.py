@@ -11,6 +11,7 @@ import time
 
 from hil.sim.firmware import SimPump
 from host.client import PumpClient
+from host.units import flat
 
 
 class Dut:
@@ -73,14 +74,15 @@ class Dut:
         self.request("cannula_fill", mU=cannula_mu)
         self.wait_for(lambda st: st["reservoir_state"] == "ready")
 
-    def prepare(self, reservoir_mu: int = 300_000, segments: list[list[int]] | None = None,
+    def prepare(self, reservoir_mu: int = 300_000, segments: list | None = None,
                 limits: dict | None = None) -> int:
         """A known therapy state: reservoir changed (no priming, so the plant log holds therapy
-        only), schedule and limits set, running. Returns the time delivery started (ms)."""
+        only), schedule (flat, or [[start, rate], ...]) and limits set, running. Returns the time
+        delivery started (ms)."""
         self.change_reservoir(reservoir_mu)
         if limits:
             self.request("limits_set", **limits)
-        self.request("basal_set", segments=segments or [[0, 1000]])
+        self.request("basal_set", segments=flat(segments or [[0, 1000]]))
         self.request("resume")
         return self.now_ms()
 

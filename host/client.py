@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import serial
-from basalt.proto.frame import FrameError, check, encode
+from basalt.proto.frame import MAX_FRAME, FrameError, check, encode
 
 
 class PumpError(Exception):
@@ -109,6 +109,9 @@ class PumpClient:
         if args:
             body["args"] = args
         data = frame(body)
+        if len(data) > MAX_FRAME:
+            # The pump would refuse it as too_long with id 0, which no request can be matched to.
+            raise ValueError(f"{cmd!r} request is {len(data)} bytes; the pump's limit is {MAX_FRAME}")
         timeout = self.timeout if timeout is None else timeout
         for _attempt in range(self.retries + 1):
             self.send_raw(data)

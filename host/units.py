@@ -47,12 +47,25 @@ def fmt_hhmm(minutes: int) -> str:
     return f"{minutes // 60:02d}:{minutes % 60:02d}"
 
 
-def parse_segments(items: list[str]) -> list[list[int]]:
-    """['00:00=0.8', '06:30=1.25'] -> [[0, 800], [390, 1250]] (start minute, mU/h)."""
-    out = []
+def parse_segments(items: list[str]) -> list[int]:
+    """['00:00=0.8', '06:30=1.25'] -> [0, 800, 390, 1250]: the protocol's flat segments
+    (start minute, mU/h, start minute, mU/h, ...)."""
+    out: list[int] = []
     for item in items:
         if "=" not in item:
             raise UnitError(f"segment {item!r} is not HH:MM=RATE")
         t, r = item.split("=", 1)
-        out.append([parse_hhmm(t), to_mu(r, "rate")])
+        out += [parse_hhmm(t), to_mu(r, "rate")]
     return out
+
+
+def flat(entries: list) -> list:
+    """[[0, 800], [390, 1250]] -> [0, 800, 390, 1250]; a flat list is returned as it is."""
+    if entries and all(isinstance(e, (list, tuple)) for e in entries):
+        return [x for e in entries for x in e]
+    return list(entries)
+
+
+def pairs(flat_list: list, width: int = 2) -> list[list[int]]:
+    """[0, 800, 390, 1250] -> [[0, 800], [390, 1250]] (width values per entry)."""
+    return [list(flat_list[i:i + width]) for i in range(0, len(flat_list), width)]

@@ -7,6 +7,7 @@ docs/scenarios.md is the format reference.
 """
 from __future__ import annotations
 
+import datetime
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -15,12 +16,12 @@ from typing import Any
 
 import yaml
 
-from host.units import UnitError, parse_segments, to_mu
+from host.units import UnitError, parse_hhmm, parse_segments, to_mu
 
 MAX_HOURS = 999  # a scenario longer than ~41 days is a typo
 
 # The pump's refusal codes (firmware/basalt/core/errors.py users) a scenario may expect.
-REFUSAL_CODES = ("limit", "range", "state", "busy", "reservoir", "bad_arg")
+REFUSAL_CODES = ("limit", "range", "state", "busy", "reservoir", "bad_arg", "storage", "duplicate")
 
 # Friendly limit names -> (protocol key, unit label). All are milli-quantities of the label.
 LIMITS = {
@@ -28,6 +29,9 @@ LIMITS = {
     "max_basal": ("max_basal_mUh", "U/h"),
     "bolus_speed": ("bolus_speed_mU_min", "U/min"),
     "bolus_increment": ("bolus_increment_mU", "U"),
+    "max_hour": ("max_hour_mU", "U"),
+    "max_day": ("max_day_mU", "U"),
+    "max_iob": ("max_iob_mU", "U"),
 }
 
 # Status expectations: friendly name -> (how to read it from a status reply, unit label or kind).
@@ -40,16 +44,53 @@ STATUS_FIELDS = {
     "delivered_basal": "U",
     "delivered_bolus": "U",
     "delivered_total": "U",
+    "profile": "text",
+    "reservoir_state": "text",
+    "prime": "U",
+    "plunger": "U",
+    "last_hour": "U",
+    "last_day": "U",
+    "limit_hold": "bool",
+    "extended_running": "bool",
+    "temp_basal_running": "bool",
 }
+# Status sub-objects: true/false (running or not) or a mapping of their fields.
+STATUS_OBJECTS = ("temp_basal", "extended", "normal_bolus")
 PLANT_CHECKS = ("plant_delivered", "bolus_speed", "pump_matches_plant")
-OTHER_CHECKS = ("event", "no_event", "limits", "basal_schedule")
-CHECK_KEYS = tuple(STATUS_FIELDS) + PLANT_CHECKS + OTHER_CHECKS
+OTHER_CHECKS = ("clock", "event", "no_event", "limits", "basal_schedule", "profiles", "history", "no_history", "reply",
+                "calc")
+CHECK_KEYS = tuple(STATUS_FIELDS) + STATUS_OBJECTS + PLANT_CHECKS + OTHER_CHECKS
+PLANT_KINDS = ("therapy", "service", "all")
 
-ACTION_KEYS = ("bolus", "cancel_bolus", "suspend", "resume", "basal", "limits", "reservoir")
+ACTION_KEYS = ("bolus", "cancel_bolus", "suspend", "resume", "basal", "limits", "temp_basal", "cancel_temp",
+               "profile", "select_profile", "time", "calc_set", "calc", "rewind", "insert", "prime", "fill")
 STEP_KEYS = ("at", "note", "expect_refused", "expect") + ACTION_KEYS
 TOP_KEYS = ("name", "description", "pump", "steps")
-PUMP_KEYS = ("reservoir", "basal", "limits", "state")
+PUMP_KEYS = ("reservoir", "prime", "cannula", "basal", "profiles", "active_profile", "limits", "time", "state")
 COMPARE_KEYS = ("equals", "approx", "tol", "min", "max")
+DEFAULT_CLOCK = "2026-01-01T00:00"  # the pump's local time at scenario 00:00 unless pump.time says otherwise
+
+# History record types (firmware/basalt/core/history.py) and their fields a, b: (name, kind)
+# where kind is "U" (steps, compared in units), "int", or a tuple of words indexed by the value.
+HISTORY_TYPES = {
+    "profile_select": (1, ("profile", "int"), None),
+    "profile_set": (2, ("profile", "int"), ("daily", "U")),
+    "temp_start": (3, ("percent", "int"), ("minutes", "int")),
+    "temp_end": (4, ("delivered", "U"), ("how", ("", "ended", "cancelled"))),
+    "bolus_request": (5, ("normal", "U"), ("extended", "U")),
+    "bolus_done": (6, ("delivered", "U"), ("kind", ("", "normal", "extended"))),
+    "bolus_cancel": (7, ("delivered", "U"), ("requested", "U±")),
+    "limit_refused": (8, ("limit", ("", "max_hour_mU", "max_day_mU", "max_bolus_mU", "max_basal_mUh",
+                                    "max_iob_mU")), ("amount", "int")),
+    "prime": (9, ("amount", "U"), ("what", ("", "tubing", "cannula"))),
+    "rewind": (10, ("retracted", "U"), None),
+    "suspend": (11, ("reason", ("boot", "user", "reservoir_empty", "fault", "reservoir")), None),
+    "resume": (12, None, None),
+    "alarm": (13, ("alarm", ("", "reservoir_empty", "fault", "limit_hold", "settings_lost")), None),
+    "reservoir": (14, ("fill", "U"), None),
+    "time_set": (15, ("local", "clock"), ("previous", "clock")),
+    "limit_hold": (16, ("withheld", "U"), None),
+}
 
 
 # ---- errors -------------------------------------------------------------------------------------
@@ -209,6 +250,42 @@ def fmt_time(ms: int) -> str:
     return f"{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}" + (f".{ms % 1000:03d}" if ms % 1000 else "")
 
 
+_CLOCK = re.compile(r"^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2})(?::(\d{2}))?$")
+_EPOCH = datetime.datetime(2000, 1, 1)
+
+
+def parse_clock(text: Any, what: str = "time") -> int:
+    """'2026-11-22T07:00' (local, on the pump's clock) -> seconds since 2000-01-01 00:00."""
+    m = _CLOCK.match(text) if isinstance(text, str) else None
+    try:
+        if not m:
+            raise ValueError
+        d = datetime.datetime(*(int(g or 0) for g in m.groups()))
+    except ValueError:
+        raise _Bad(f"{what} {_show(text)} is not a local date and time like \"2026-11-22T07:00\" (quote it)") from None
+    s = int((d - _EPOCH).total_seconds())
+    if not 0 <= s <= 100 * 366 * 86400:
+        raise _Bad(f"{what} {text!r} is outside the pump's clock range (2000 to 2099)")
+    return s
+
+
+def fmt_clock(s: int) -> str:
+    d = _EPOCH + datetime.timedelta(seconds=s)
+    return d.strftime("%Y-%m-%dT%H:%M" + (":%S" if s % 60 else ""))
+
+
+_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+
+def parse_duration(text: Any, what: str) -> int:
+    """'10s', '1m30s', '2h' -> ms."""
+    m = _DURATION.match(text) if isinstance(text, str) else None
+    if not m or not text:
+        raise _Bad(f"{what} {_show(text)} is a duration like 10s, 1m or 1m30s")
+    h, mi, sec = (int(g or 0) for g in m.groups())
+    return ((h * 60 + mi) * 60 + sec) * 1000
+
+
 # ---- comparisons --------------------------------------------------------------------------------
 @dataclass
 class Compare:
@@ -244,6 +321,8 @@ class Compare:
 
 
 def show_value(v: Any, unit: str) -> str:
+    if unit == "clock" and isinstance(v, int):
+        return fmt_clock(v)
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, Decimal):
@@ -345,8 +424,14 @@ class Step:
 @dataclass
 class Setup:
     reservoir_mu: int | None = 300_000
-    segments: list[list[int]] | None = None
+    prime_ms: int = 0
+    cannula_mu: int = 0
+    segments: list[int] | None = None  # flat, as the protocol: [start_min, rate_mUh, ...]
+    profiles: dict[str, list[int]] = field(default_factory=dict)
+    active_profile: str | None = None
     limits: dict[str, int] = field(default_factory=dict)
+    clock_s: int = 0  # the pump's local time at scenario 00:00, s since 2000-01-01 00:00
+    clock_text: str = DEFAULT_CLOCK
     state: str = "running"
 
 
@@ -437,20 +522,39 @@ def _build(doc: Any, path: str, info: dict) -> Scenario:
 
 def _setup(raw: Any) -> Setup:
     s = Setup()
+    s.clock_s = parse_clock(DEFAULT_CLOCK)
     if raw is None:
         return s
     if not isinstance(raw, dict):
-        raise _Bad("'pump' must be a mapping of reservoir, basal, limits, state")
+        raise _Bad("'pump' must be a mapping of " + ", ".join(PUMP_KEYS))
     for k in raw:
         if k not in PUMP_KEYS:
             raise _Bad(f"unknown key (allowed: {', '.join(PUMP_KEYS)})", str(k))
     if "reservoir" in raw:
         s.reservoir_mu = None if raw["reservoir"] is None else _with_field("reservoir", milli, raw["reservoir"],
-                                                                           "reservoir")
+                                                                           "reservoir (U)")
+    if "prime" in raw:
+        s.prime_ms = _with_field("prime", parse_duration, raw["prime"], "prime")
+    if "cannula" in raw:
+        s.cannula_mu = _with_field("cannula", milli, raw["cannula"], "cannula (U)")
+    if s.reservoir_mu is None and ("prime" in raw or "cannula" in raw):
+        raise _Bad("prime and cannula belong to the reservoir change; give a reservoir", "reservoir")
     if "basal" in raw:
         s.segments = _with_field("basal", _segments, raw["basal"])
+    if "profiles" in raw:
+        s.profiles = _with_field("profiles", _profiles, raw["profiles"])
+    if "active_profile" in raw:
+        name = _with_field("active_profile", _profile_name, raw["active_profile"])
+        if name not in s.profiles and name != "default":
+            raise _Bad(f"{name!r} is not one of the profiles set up here (or 'default')", "active_profile")
+        s.active_profile = name
+    if s.segments is not None and "default" in s.profiles:
+        raise _Bad("'basal' is the profile 'default'; do not give it in profiles too", "basal")
     if "limits" in raw:
         s.limits = _with_field("limits", _limits, raw["limits"])
+    if "time" in raw:
+        s.clock_s = _with_field("time", parse_clock, raw["time"], "time")
+        s.clock_text = raw["time"]
     if "state" in raw:
         if raw["state"] not in ("running", "suspended"):
             raise _Bad(f"must be running or suspended, got {_show(raw['state'])}", "state")
@@ -460,6 +564,25 @@ def _setup(raw: Any) -> Setup:
     return s
 
 
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,16}$")
+
+
+def _profile_name(raw: Any) -> str:
+    if not isinstance(raw, str) or not _NAME.match(raw):
+        raise _Bad(f"a profile name is 1..16 letters, digits, _ or -, got {_show(raw)}")
+    return raw
+
+
+def _profiles(raw: Any) -> dict[str, list[int]]:
+    if not isinstance(raw, dict) or not raw:
+        raise _Bad('profiles is a mapping of name: segments, e.g. {weekend: ["00:00=0.7"]}')
+    out = {}
+    for k, v in raw.items():
+        name = _with_field(str(k), _profile_name, k)
+        out[name] = _with_field(name, _segments, v)
+    return out
+
+
 def _with_field(fld: str, fn, *args):
     try:
         return fn(*args)
@@ -467,7 +590,7 @@ def _with_field(fld: str, fn, *args):
         raise _Bad(str(e), fld + (f".{e.field}" if e.field else "")) from None
 
 
-def _segments(raw: Any) -> list[list[int]]:
+def _segments(raw: Any) -> list[int]:
     if isinstance(raw, str):
         raw = [raw]
     if not isinstance(raw, list) or not raw or not all(isinstance(x, str) for x in raw):
@@ -499,6 +622,8 @@ def _step(i: int, raw: Any, line: int | None, prev_ms: int, last_bolus_ms: int |
     for k in raw:
         if k not in STEP_KEYS:
             hint = " (expectations go under 'expect:')" if k in CHECK_KEYS else ""
+            if k == "reservoir":
+                hint = " (a reservoir is changed with suspend, rewind, insert, prime start/stop, fill, resume)"
             raise _Bad(f"unknown key{hint}; a step has at, note, one action ({', '.join(ACTION_KEYS)}), "
                        "expect_refused, expect", str(k))
     if "at" not in raw:
@@ -541,34 +666,201 @@ def _flag(key: str, v: Any) -> None:
         raise _Bad(f"{key} takes no value (write '{key}: true' or just '{key}:')", key)
 
 
+def _u3(mu: int) -> str:
+    return f"{mu / 1000:.3f}"
+
+
+def _int(v: Any, what: str, lo: int, hi: int) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise _Bad(f"{what} must be a whole number, got {_show(v)}", what)
+    if not lo <= v <= hi:
+        raise _Bad(f"{what} must be {lo}..{hi}, got {v}", what)
+    return v
+
+
+def _mapping(v: Any, key: str, allowed: tuple[str, ...], example: str) -> dict:
+    if not isinstance(v, dict) or not v:
+        raise _Bad(f"{key} is a mapping, e.g. {example}", key)
+    for k in v:
+        if k not in allowed:
+            raise _Bad(f"unknown key {k!r} (allowed: {', '.join(allowed)})", f"{key}.{k}")
+    return v
+
+
+def _schedule(raw: Any, what: str, conv, example: str) -> list[int]:
+    """["HH:MM=VALUE", ...] -> the protocol's flat [start_min, *conv(VALUE), ...] (starts are
+    checked by the pump)."""
+    if isinstance(raw, str):
+        raw = [raw]
+    if not isinstance(raw, list) or not raw or not all(isinstance(x, str) for x in raw):
+        raise _Bad(f'{what} is a list of "HH:MM=VALUE" entries, e.g. {example}')
+    out = []
+    for item in raw:
+        if "=" not in item:
+            raise _Bad(f"entry {item!r} is not HH:MM=VALUE, e.g. {example}")
+        t, val = item.split("=", 1)
+        try:
+            start = parse_hhmm(t)
+        except UnitError as e:
+            raise _Bad(str(e)) from None
+        out += [start, *conv(val.strip())]
+    return out
+
+
+def _tenths(v: str) -> list[int]:
+    d = dec(v, "carb ratio (g/U)")
+    if d * 10 != (d * 10).to_integral_value():
+        raise _Bad(f"carb ratio {v!r} has more precision than 0.1 g/U")
+    return [int(d * 10)]
+
+
+def _whole(v: str) -> list[int]:
+    if not v.isdigit():
+        raise _Bad(f"{v!r} is not a whole number of mg/dL")
+    return [int(v)]
+
+
+def _range(v: str) -> list[int]:
+    lo, _, hi = v.partition("-")
+    lo_v = _whole(lo.strip())[0]
+    return [lo_v, _whole(hi.strip())[0] if hi else lo_v]
+
+
 def _action(key: str, v: Any) -> Action:
     if key == "bolus":
+        if isinstance(v, dict):
+            _mapping(v, "bolus", ("now", "extended", "minutes"), "{now: 2.0, extended: 3.0, minutes: 120}")
+            args: dict[str, int] = {}
+            if "now" in v:
+                args["mU"] = _with_field("bolus.now", milli, v["now"], "bolus now (U)")
+            if "extended" in v:
+                args["ext_mU"] = _with_field("bolus.extended", milli, v["extended"], "bolus extended (U)")
+            if "minutes" in v:
+                args["minutes"] = _int(v["minutes"], "bolus.minutes", 0, 10_000)
+            if ("ext_mU" in args) != ("minutes" in args):
+                raise _Bad("an extended part needs both 'extended' (U) and 'minutes'", "bolus")
+            if not args:
+                raise _Bad("give now and/or extended + minutes", "bolus")
+            parts = []
+            if "mU" in args:
+                parts.append(f"{_u3(args['mU'])} U now")
+            if "ext_mU" in args:
+                parts.append(f"{_u3(args['ext_mU'])} U over {args['minutes']} min")
+            kind = "combo" if len(parts) == 2 else "extended" if "ext_mU" in args else "bolus"
+            return Action(key, "bolus", args, f"{kind} bolus {' + '.join(parts)}" if kind != "bolus"
+                          else f"bolus {_u3(args['mU'])} U")
         mu = _with_field("bolus", milli, v, "bolus (U)")
-        return Action(key, "bolus", {"mU": mu}, f"bolus {mu / 1000:.3f} U")
-    if key in ("cancel_bolus", "suspend", "resume"):
+        return Action(key, "bolus", {"mU": mu}, f"bolus {_u3(mu)} U")
+    if key == "cancel_bolus":
+        if v in (None, True, "all"):
+            return Action(key, "bolus_cancel", {}, "cancel bolus")
+        if v not in ("normal", "extended"):
+            raise _Bad(f"cancel_bolus is true, normal, extended or all, got {_show(v)}", key)
+        return Action(key, "bolus_cancel", {"kind": v}, f"cancel {v} bolus")
+    if key in ("suspend", "resume", "rewind", "cancel_temp"):
         _flag(key, v)
-        cmd = {"cancel_bolus": "bolus_cancel"}.get(key, key)
-        return Action(key, cmd, {}, key.replace("_", " "))
+        cmd = {"cancel_temp": "temp_basal_cancel"}.get(key, key)
+        return Action(key, cmd, {}, {"cancel_temp": "cancel temp basal"}.get(key, key))
     if key == "basal":
         segs = _with_field("basal", _segments, v)
-        text = ", ".join(f"{s // 60:02d}:{s % 60:02d}={r / 1000:g}" for s, r in segs)
-        return Action(key, "basal_set", {"segments": segs}, f"basal {text} U/h")
+        return Action(key, "basal_set", {"segments": segs}, f"basal {_seg_text(segs)} U/h")
     if key == "limits":
         lim = _with_field("limits", _limits, v)
         text = ", ".join(f"{k}={v}" for k, v in v.items())
         return Action(key, "limits_set", lim, f"limits {text}")
-    if key == "reservoir":
-        mu = _with_field("reservoir", milli, v, "reservoir (U)")
-        return Action(key, "reservoir_load", {"mU": mu}, f"load reservoir {mu / 1000:.3f} U")
+    if key == "temp_basal":
+        _mapping(v, key, ("percent", "rate", "minutes"), "{percent: 150, minutes: 60} or {rate: 0.5, minutes: 30}")
+        if ("percent" in v) == ("rate" in v):
+            raise _Bad("give exactly one of percent and rate", key)
+        if "minutes" not in v:
+            raise _Bad("needs minutes", key)
+        minutes = _int(v["minutes"], "temp_basal.minutes", 0, 100_000)
+        if "percent" in v:
+            pct = _int(v["percent"], "temp_basal.percent", 0, 100_000)
+            return Action(key, "temp_basal", {"percent": pct, "minutes": minutes},
+                          f"temp basal {pct}% for {minutes} min")
+        rate = _with_field("temp_basal.rate", milli, v["rate"], "temp basal rate (U/h)")
+        return Action(key, "temp_basal", {"rate_mUh": rate, "minutes": minutes},
+                      f"temp basal {rate / 1000:g} U/h for {minutes} min")
+    if key == "profile":
+        _mapping(v, key, ("set", "select", "delete"), '{set: {weekend: ["00:00=0.7"]}} or {select: weekend}')
+        if len(v) != 1:
+            raise _Bad("one of set, select or delete per step", key)
+        op, arg = next(iter(v.items()))
+        if op == "set":
+            profs = _with_field("profile.set", _profiles, arg)
+            if len(profs) != 1:
+                raise _Bad("set one profile per step", "profile.set")
+            name, segs = next(iter(profs.items()))
+            return Action(key, "profile_set", {"name": name, "segments": segs},
+                          f"profile {name} = {_seg_text(segs)} U/h")
+        name = _with_field(f"profile.{op}", _profile_name, arg)
+        return Action(key, f"profile_{op}", {"name": name}, f"{op} profile {name}")
+    if key == "select_profile":
+        name = _with_field(key, _profile_name, v)
+        return Action(key, "profile_select", {"name": name}, f"select profile {name}")
+    if key == "time":
+        local = _with_field(key, parse_clock, v, "time")
+        return Action(key, "time_set", {"local_s": local}, f"set the clock to {fmt_clock(local)}")
+    if key == "calc_set":
+        _mapping(v, key, ("carb_ratio", "sensitivity", "target", "dia_min", "peak_min"),
+                 '{carb_ratio: ["00:00=10"], sensitivity: ["00:00=50"], target: ["00:00=100-120"]}')
+        for need in ("carb_ratio", "sensitivity", "target"):
+            if need not in v:
+                raise _Bad(f"needs {need}", key)
+        args = {"cr": _with_field("calc_set.carb_ratio", _schedule, v["carb_ratio"], "carb_ratio", _tenths,
+                                  '["00:00=10", "11:00=8.5"] (g/U)'),
+                "isf": _with_field("calc_set.sensitivity", _schedule, v["sensitivity"], "sensitivity", _whole,
+                                   '["00:00=50"] (mg/dL per U)'),
+                "target": _with_field("calc_set.target", _schedule, v["target"], "target", _range,
+                                      '["00:00=100-120"] (mg/dL)')}
+        for k in ("dia_min", "peak_min"):
+            if k in v:
+                args[k] = _int(v[k], f"calc_set.{k}", 0, 10_000)
+        return Action(key, "calc_set", args, "set up the bolus calculator")
+    if key == "calc":
+        _mapping(v, key, ("carbs", "bg"), "{carbs: 60, bg: 180}")
+        if "carbs" not in v:
+            raise _Bad("needs carbs (grams; 0 for a correction only)", key)
+        args = {"carbs_g": _int(v["carbs"], "calc.carbs", 0, 100_000)}
+        if "bg" in v:
+            args["bg_mgdl"] = _int(v["bg"], "calc.bg", 0, 100_000)
+        return Action(key, "bolus_calc", args,
+                      f"bolus calculator: {args['carbs_g']} g" + (f", BG {args['bg_mgdl']}" if "bg_mgdl" in args else ""))
+    if key == "insert":
+        mu = _with_field(key, milli, v, "insert (U)")
+        return Action(key, "reservoir_insert", {"mU": mu}, f"insert a reservoir of {_u3(mu)} U")
+    if key == "prime":
+        if v not in ("start", "stop"):
+            raise _Bad(f"prime is start or stop, got {_show(v)}", key)
+        return Action(key, f"prime_{v}", {}, f"prime {v}")
+    if key == "fill":
+        mu = _with_field(key, milli, v, "fill (U)")
+        return Action(key, "cannula_fill", {"mU": mu}, f"fill the cannula with {_u3(mu)} U")
     raise AssertionError(key)
 
 
-def _window(spec: dict, what: str, step: Step, default_from: int | None) -> tuple[int, int]:
+def pairs(segs: list) -> list[list[int]]:
+    """Segments as [[start, rate], ...], from the protocol's flat [start, rate, ...] or nested."""
+    if segs and all(isinstance(e, list | tuple) for e in segs):
+        return [list(e) for e in segs]
+    return [list(segs[i:i + 2]) for i in range(0, len(segs), 2)]
+
+
+def _seg_text(segs: list) -> str:
+    return ", ".join(f"{s // 60:02d}:{s % 60:02d}={r / 1000:g}" for s, r in pairs(segs))
+
+
+def _window(spec: dict, what: str, step: Step, default_from: int | None,
+            start_ok: bool = False) -> tuple[int | None, int]:
+    """(from, to) in scenario ms; from None = the start of the run, setup included ('from: start')."""
     try:
         t_to = parse_abs(spec["to"], "to") if "to" in spec else step.t_ms
-        if "from" in spec:
+        if "from" in spec and start_ok and spec["from"] == "start":
+            t_from = None
+        elif "from" in spec:
             t_from = parse_abs(spec["from"], "from")
-        elif default_from is not None:
+        elif default_from is not None or start_ok:
             t_from = default_from
         else:
             raise _Bad("needs 'from' (no bolus action before this step to start from)")
@@ -577,33 +869,51 @@ def _window(spec: dict, what: str, step: Step, default_from: int | None) -> tupl
     if t_to > step.t_ms:
         raise _Bad(f"'to' {fmt_time(t_to)} is after this step ({fmt_time(step.t_ms)}); "
                    "the plant cannot be measured in the future", what)
-    if t_from > t_to:
+    if t_from is not None and t_from > t_to:
         raise _Bad(f"'from' {fmt_time(t_from)} is after 'to' {fmt_time(t_to)}", what)
     return t_from, t_to
 
 
-def _event_spec(raw: Any, what: str, absent: bool) -> dict:
-    if isinstance(raw, str):
-        raw = {"name": raw}
-    if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
-        raise _Bad("an event expectation is a mapping with at least 'name', e.g. {name: bolus, phase: complete}",
-                   what)
+def _fields(raw: dict, what: str, skip: tuple[str, ...]) -> dict[str, Compare]:
+    """Field expectations of an event, reply, history record or status object. A field whose
+    data key ends in _mU (or _mUh) may be named without the suffix and given in units."""
     fields = {}
     for k, v in raw.items():
-        if k in ("name", "count"):
+        if k in skip:
             continue
         if not isinstance(k, str):
-            raise _Bad(f"event field {k!r} must be a name", what)
-        # A field of the event's data; one whose data key ends in _mU is given here in units.
+            raise _Bad(f"field {k!r} must be a name", what)
         fields[k] = parse_compare(v, "any" if not isinstance(v, dict) else "", f"{what}.{k}")
+    return fields
+
+
+def _event_spec(raw: Any, what: str, absent: bool, name_key: str = "name") -> dict:
+    if isinstance(raw, str):
+        raw = {name_key: raw}
+    if not isinstance(raw, dict) or not isinstance(raw.get(name_key), str):
+        if name_key == "type":
+            raise _Bad("a history expectation is a mapping with at least 'type', e.g. {type: bolus_done, "
+                       "delivered: 2.0}", what)
+        raise _Bad("an event expectation is a mapping with at least 'name', e.g. {name: bolus, phase: complete}",
+                   what)
+    if name_key == "type":
+        t = HISTORY_TYPES.get(raw["type"])
+        if t is None:
+            raise _Bad(f"unknown history type {raw['type']!r} (known: {', '.join(HISTORY_TYPES)})", what)
+        known = [f[0] for f in t[1:] if f] + ["a", "b", "t_s", "seq"] + (["kind"] if raw["type"] == "bolus_cancel"
+                                                                         else [])
+        for k in raw:
+            if k not in (name_key, "count") and k not in known:
+                raise _Bad(f"unknown field {k!r} of a {raw['type']} record (known: {', '.join(known)})", what)
+    fields = _fields(raw, what, (name_key, "count"))
     count = None
     if "count" in raw:
         if absent:
-            raise _Bad("no_event takes no count", what)
+            raise _Bad(f"no_{'history' if name_key == 'type' else 'event'} takes no count", what)
         count = parse_compare(raw["count"], "count", f"{what}.count")
     if absent:
         count = Compare("eq", Decimal(0), unit="count")
-    return {"name": raw["name"], "fields": fields, "count": count}
+    return {"name": raw[name_key], "fields": fields, "count": count}
 
 
 def _checks(raw: Any, step: Step, last_bolus_ms: int | None) -> list[Check]:
@@ -614,13 +924,31 @@ def _checks(raw: Any, step: Step, last_bolus_ms: int | None) -> list[Check]:
         what = f"expect.{k}"
         if k in STATUS_FIELDS:
             out.append(Check(k, k, parse_compare(v, STATUS_FIELDS[k], what)))
+        elif k == "clock":
+            local = _with_field(what, parse_clock, v, "clock")
+            out.append(Check(k, "pump clock", Compare("eq", local, unit="clock")))
+        elif k in STATUS_OBJECTS:
+            if v is None or isinstance(v, bool):
+                out.append(Check(k, f"{k} running", Compare("eq", bool(v), unit="bool"), {"fields": None}))
+            elif isinstance(v, dict) and v:
+                fields = _fields(v, what, ())
+                inner = ", ".join(f"{fk}={fc.describe()}" for fk, fc in fields.items())
+                out.append(Check(k, f"{k}({inner})", None, {"fields": fields}))
+            else:
+                raise _Bad(f"{k} is true/false (running or not) or a mapping of its fields, e.g. "
+                           "{delivered: 0.5}", what)
         elif k == "plant_delivered":
             if not isinstance(v, dict):
                 raise _Bad('plant_delivered is {from: "HH:MM", to: "HH:MM", equals: U} (or approx/min/max)', what)
-            cmp = parse_compare({x: y for x, y in v.items() if x not in ("from", "to")}, "U", what)
-            t_from, t_to = _window(v, what, step, 0)
-            out.append(Check(k, f"plant delivered {fmt_short(t_from)}..{fmt_short(t_to)}", cmp,
-                             {"from_ms": t_from, "to_ms": t_to}))
+            kind = v.get("kind", "therapy")
+            if kind not in PLANT_KINDS:
+                raise _Bad(f"kind is one of {', '.join(PLANT_KINDS)}, got {_show(kind)}", what)
+            cmp = parse_compare({x: y for x, y in v.items() if x not in ("from", "to", "kind")}, "U", what)
+            t_from, t_to = _window(v, what, step, None, start_ok=True)
+            label = {"therapy": "plant delivered", "service": "plant primed", "all": "plunger moved"}[kind]
+            start = "start" if t_from is None else fmt_short(t_from)
+            out.append(Check(k, f"{label} {start}..{fmt_short(t_to)}", cmp,
+                             {"from_ms": t_from, "to_ms": t_to, "kind": kind}))
         elif k == "bolus_speed":
             if not isinstance(v, dict):
                 raise _Bad("bolus_speed is {approx: 1.5, tol: 0.05} in U/min, optionally with from/to", what)
@@ -652,6 +980,31 @@ def _checks(raw: Any, step: Step, last_bolus_ms: int | None) -> list[Check]:
         elif k == "basal_schedule":
             segs = _with_field(what, _segments, v)
             out.append(Check(k, "basal schedule", Compare("eq", segs, unit="segments")))
+        elif k == "profiles":
+            profs = _with_field(what, _profiles, v)
+            for name, segs in profs.items():
+                out.append(Check(k, f"profile {name}", Compare("eq", segs, unit="segments"), {"name": name}))
+        elif k in ("history", "no_history"):
+            specs = v if isinstance(v, list) else [v]
+            if not specs:
+                raise _Bad("an empty list expects nothing", what)
+            for n, spec in enumerate(specs):
+                w = what if len(specs) == 1 else f"{what}[{n}]"
+                hs = _event_spec(spec, w, k == "no_history", "type")
+                inner = ", ".join(f"{fk}={fc.describe()}" for fk, fc in hs["fields"].items())
+                desc = hs["name"] + (f"({inner})" if inner else "")
+                out.append(Check(k, f"{'no ' if k == 'no_history' else ''}history {desc}", hs["count"], hs))
+        elif k in ("reply", "calc"):
+            if not step.action or step.expect_refused:
+                raise _Bad(f"{k} checks the reply to this step's action; the step needs an action that is not "
+                           "expect_refused", what)
+            if k == "calc" and step.action.key != "calc":
+                raise _Bad("calc checks the bolus calculator's suggestion; the step needs a 'calc' action", what)
+            if not isinstance(v, dict) or not v:
+                raise _Bad(f"{k} is a mapping of reply fields, e.g. {{suggested: 6.5, iob: 0}}", what)
+            fields = _fields(v, what, ())
+            for fk, fc in fields.items():
+                out.append(Check(k, f"{k} {fk}", fc, {"field": fk}))
         else:
             raise _Bad(f"unknown expectation (known: {', '.join(CHECK_KEYS)})", what)
     return out

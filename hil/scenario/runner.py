@@ -11,7 +11,20 @@ import time
 from decimal import Decimal
 from typing import Any
 
-from hil.scenario.model import Check, Compare, Scenario, Step, fmt_dec, fmt_time, show_value
+from hil.scenario.model import (
+    HISTORY_TYPES,
+    STATUS_FIELDS,
+    STATUS_OBJECTS,
+    Check,
+    Compare,
+    Scenario,
+    Step,
+    fmt_clock,
+    fmt_dec,
+    fmt_time,
+    pairs,
+    show_value,
+)
 from host.client import PumpClient, PumpError
 
 BURST_GAP_US = 1_000_000  # a bolus burst ends at the first gap between steps longer than one tick
@@ -37,6 +50,7 @@ class SimTarget:
         if heap:
             kw["heap"] = heap
         self.sim = SimPump(**kw)
+        self.t0 = 0
         self.client: PumpClient | None = None
         try:
             self.sim.start()
@@ -50,15 +64,23 @@ class SimTarget:
         return self.sim.plant
 
     def start_clock(self) -> None:
-        pass  # virtual time starts at 0 with the firmware and has not moved during setup
+        self.t0 = self.sim.now_ms  # scenario 00:00: the end of setup (the reservoir change takes time)
 
     def now_ms(self) -> int:
+        """Scenario time: virtual ms since the end of setup."""
+        return self.sim.now_ms - self.t0
+
+    def abs_ms(self) -> int:
+        """The simulator's own virtual time (the plant's time base)."""
         return self.sim.now_ms
 
     def advance_to(self, t_ms: int) -> None:
-        if t_ms > self.sim.now_ms:
+        if t_ms + self.t0 > self.sim.now_ms:
             # A simulated day takes about a second; minutes without progress mean a stuck firmware.
-            self.sim.run_until(t_ms, timeout=ADVANCE_TIMEOUT_S)
+            self.sim.run_until(t_ms + self.t0, timeout=ADVANCE_TIMEOUT_S)
+
+    def wait(self, ms: int) -> None:
+        self.sim.advance(ms, timeout=ADVANCE_TIMEOUT_S)
 
     def heap(self) -> dict | None:
         return self.sim.heap()
@@ -86,9 +108,15 @@ class BoardTarget:
     def now_ms(self) -> int:
         return int((time.monotonic() - self.t0) * 1000)
 
+    def abs_ms(self) -> int:
+        return self.now_ms()
+
     def advance_to(self, t_ms: int) -> None:
         while (left := t_ms / 1000 - (time.monotonic() - self.t0)) > 0:
             time.sleep(min(left, 1.0))
+
+    def wait(self, ms: int) -> None:
+        time.sleep(ms / 1000)
 
     def heap(self) -> dict | None:
         return None
@@ -107,7 +135,7 @@ def _u_text(mu: int) -> str:
 
 
 def _segments_text(segs: list) -> str:
-    return ", ".join(f"{s // 60:02d}:{s % 60:02d}={Decimal(r) / 1000:f}".rstrip("0").rstrip(".") for s, r in segs)
+    return ", ".join(f"{s // 60:02d}:{s % 60:02d}={Decimal(r) / 1000:f}".rstrip("0").rstrip(".") for s, r in pairs(segs))
 
 
 def _record(check: Check | str, what: str, expected: str, actual: str, result: str, **extra) -> dict:
@@ -115,28 +143,46 @@ def _record(check: Check | str, what: str, expected: str, actual: str, result: s
     return {"check": key, "what": what, "expected": expected, "actual": actual, "result": result, **extra}
 
 
-def _event_doc(ev) -> dict:
-    return {"name": ev.name, "seq": ev.seq, "t_s": ev.t, "data": ev.data}
+def _event_doc(ev, t0_s: int = 0) -> dict:
+    """t_s: the pump's uptime; time: scenario time (uptime less the setup)."""
+    return {"name": ev.name, "seq": ev.seq, "t_s": ev.t, "time": fmt_time(max(ev.t - t0_s, 0) * 1000),
+            "data": ev.data}
+
+
+def _show_field(v: Any) -> str:
+    if v is _MISSING:
+        return "missing"
+    if isinstance(v, Decimal):
+        return f"{v:f}"
+    return str(v)
 
 
 def _event_text(ev: dict) -> str:
     d = ev["data"]
-    keys = [k for k in ("phase", "state", "reason", "alarm", "delivered_mU", "requested_mU") if k in d]
+    keys = [k for k in ("kind", "phase", "state", "reason", "alarm", "percent", "rate_mUh", "minutes",
+                        "delivered_mU", "requested_mU") if k in d]
     inner = " ".join(f"{k}={d[k]}" for k in keys)
-    return f"{ev['name']}({inner}) at {fmt_time(ev['t_s'] * 1000)}" if inner else \
-        f"{ev['name']} at {fmt_time(ev['t_s'] * 1000)}"
+    return f"{ev['name']}({inner}) at {ev['time']}" if inner else f"{ev['name']} at {ev['time']}"
 
 
 _MISSING = object()
 
 
-def _event_field(data: dict, key: str) -> Any:
-    """An event data field; 'delivered' reads delivered_mU in units."""
+def _event_field(data: Any, key: str) -> Any:
+    """A field of an event, reply or status object; 'delivered' reads delivered_mU in units (and
+    'rate' rate_mUh in U/h); 'normal.delivered' looks inside a nested object."""
+    if "." in key:
+        head, rest = key.split(".", 1)
+        return _event_field(data.get(head), rest) if isinstance(data, dict) and isinstance(data.get(head), dict) \
+            else _MISSING
+    if not isinstance(data, dict):
+        return _MISSING
     if key in data:
         v = data[key]
         return Decimal(v) if isinstance(v, int) and not isinstance(v, bool) else v
-    if key + "_mU" in data and isinstance(data[key + "_mU"], int):
-        return u(data[key + "_mU"])
+    for suffix in ("_mU", "_mUh"):
+        if key + suffix in data and isinstance(data[key + suffix], int):
+            return u(data[key + suffix])
     return _MISSING
 
 
@@ -145,6 +191,8 @@ def _field_matches(cmp: Compare, actual: Any) -> bool:
         return False
     if cmp.kind == "eq":
         want = cmp.value
+        if isinstance(actual, list) and not isinstance(want, list):
+            want = [want]  # capped_by: max_iob_mU matches ["max_iob_mU"]
         if isinstance(actual, Decimal) and not isinstance(want, bool):
             try:
                 return actual == Decimal(str(want))
@@ -155,6 +203,12 @@ def _field_matches(cmp: Compare, actual: Any) -> bool:
 
 
 # ---- the runner ---------------------------------------------------------------------------------
+SERVICE_WAIT_LIMIT_S = 900  # a rewind or cannula fill that takes longer than this is stuck
+
+# Reply fields of bolus_calc under friendlier names (besides the _mU rule).
+CALC_ALIASES = {"carb_ratio": ("carb_ratio_g_per_U_x10", 10), "sensitivity": ("isf_mgdl_per_U", 1)}
+
+
 class ScenarioRun:
     def __init__(self, scenario: Scenario, target):
         self.scn = scenario
@@ -163,6 +217,15 @@ class ScenarioRun:
         self.events_dropped = 0
         self._status: dict | None = None
         self._limits: dict | None = None
+        # Reservoir changes, in the simulator's own ms: (rewind accepted, resume accepted or None).
+        # Every train started in (rewind, resume] is priming or cannula fill, never therapy: a
+        # train started at the rewind's instant is the therapy the suspend before it cut short,
+        # and one started at the resume's instant is the last prime train (therapy starts on the
+        # tick after the resume).
+        self.service: list[list[int | None]] = []
+        self._plant_cache: tuple | None = None
+        self._uses_history = any(c.key in ("history", "no_history") for st in scenario.steps for c in st.checks)
+        self._hist_seq = 0
 
     # ---- pump access ----------------------------------------------------------------------------
     def _request(self, cmd: str, **args) -> dict:
@@ -188,50 +251,98 @@ class ScenarioRun:
 
     def _snapshot(self) -> dict:
         st = dict(self._request("status"))
-        keep = ("state", "reason", "reservoir_mU", "basal_delivered_mU", "bolus_delivered_mU") if self.t.is_sim \
-            else ("state", "reason")
+        keep = ["state", "reason", "reservoir_state", "profile", "temp_basal"]
+        if self.t.is_sim:
+            keep += ["reservoir_mU", "basal_delivered_mU", "bolus_delivered_mU", "prime_mU", "plunger_steps",
+                     "local_s"]
         snap = {k: st.get(k) for k in keep}
-        bolus = st.get("bolus") or {}
-        snap["bolus"] = {k: bolus.get(k) for k in (("id", "requested_mU", "delivered_mU") if self.t.is_sim
-                                                  else ("id", "requested_mU"))} if bolus else None
+        if snap["temp_basal"] and not self.t.is_sim:
+            snap["temp_basal"] = {k: v for k, v in snap["temp_basal"].items() if k in ("percent", "rate_mUh",
+                                                                                      "minutes")}
+        for k in ("bolus", "extended"):
+            b = st.get(k) or {}
+            snap[k] = {f: b.get(f) for f in (("id", "requested_mU", "delivered_mU") if self.t.is_sim
+                                             else ("id", "requested_mU"))} if b else None
         snap["limits"] = self._request("limits_get")
         snap["basal"] = self._request("basal_get").get("segments")
+        snap["profiles"] = self._request("profile_list").get("profiles")
+        calc = self.client.request_doc("calc_get", {})
+        snap["calc"] = calc.get("data") if calc.get("ok") else None
         return snap
+
+    def _track(self, cmd: str) -> None:
+        """Note reservoir changes for the plant's therapy/priming split (after an accepted command)."""
+        now = self.t.abs_ms()
+        if cmd == "rewind" and not (self.service and self.service[-1][1] is None):
+            self.service.append([now, None])
+        elif cmd == "resume" and self.service and self.service[-1][1] is None:
+            self.service[-1][1] = now
 
     # ---- setup ----------------------------------------------------------------------------------
     def setup(self) -> list[dict]:
         s = self.scn.setup
         log: list[dict] = []
 
-        def do(cmd: str, **args) -> None:
+        def do(cmd: str, **args) -> dict:
             doc = self.client.request_doc(cmd, args)
-            log.append({"cmd": cmd, "args": args, "ok": bool(doc.get("ok")),
+            log.append({"cmd": cmd, "args": args, "ok": bool(doc.get("ok")), "t_ms": self.t.abs_ms(),
                         **({} if doc.get("ok") else {"error": f"{doc.get('err')}: {doc.get('msg')}"})})
             if not doc.get("ok"):
                 raise Aborted(f"setup: the pump refused {cmd} {args}: {doc.get('err')}: {doc.get('msg')}")
+            self._track(cmd)
+            return doc.get("data") or {}
 
+        def wait_for(state: str) -> None:
+            for _ in range(SERVICE_WAIT_LIMIT_S):
+                if self._request("status")["reservoir_state"] == state:
+                    return
+                self.t.wait(1000)
+            raise Aborted(f"setup: the reservoir never reached {state!r}")
+
+        def profiles() -> None:
+            if s.segments is not None:
+                do("profile_set", name="default", segments=s.segments)
+            for name, segs in s.profiles.items():
+                do("profile_set", name=name, segments=segs)
+            active = s.active_profile or ("default" if s.segments is not None else None)
+            if active:
+                do("profile_select", name=active)
+
+        profiles_done = False
         try:
             if self._request("status")["state"] != "suspended":
                 do("suspend")
             if s.limits:
                 doc = self.client.request_doc("limits_set", s.limits)
-                if not doc.get("ok") and doc.get("err") == "limit" and s.segments:
-                    do("basal_set", segments=s.segments)  # the old schedule blocks the new max_basal
+                if not doc.get("ok") and doc.get("err") == "limit" and (s.segments or s.profiles):
+                    profiles()  # the old profiles block the new max_basal: replace them first
+                    profiles_done = True
                     do("limits_set", **s.limits)
                 elif not doc.get("ok"):
                     do("limits_set", **s.limits)  # records and reports the refusal
                 else:
-                    log.append({"cmd": "limits_set", "args": s.limits, "ok": True})
-            if s.segments is not None:
-                do("basal_set", segments=s.segments)
+                    log.append({"cmd": "limits_set", "args": s.limits, "ok": True, "t_ms": self.t.abs_ms()})
+            if not profiles_done:
+                profiles()
             if s.reservoir_mu is not None:
-                do("reservoir_load", mU=s.reservoir_mu)
+                do("rewind")
+                wait_for("rewound")
+                do("reservoir_insert", mU=s.reservoir_mu)
+                do("prime_start")
+                if s.prime_ms:
+                    self.t.wait(s.prime_ms)
+                do("prime_stop")
+                do("cannula_fill", mU=s.cannula_mu)
+                wait_for("ready")
+            do("time_set", local_s=s.clock_s)
             if s.state == "running":
                 do("resume")
         except TimeoutError as e:
             raise Aborted(f"setup: the pump stopped answering ({e})") from None
         self._sync()
         self.client.drain_events()
+        if self._uses_history:
+            self._hist_seq = self._request("status")["history_seq"]
         return log
 
     # ---- steps ----------------------------------------------------------------------------------
@@ -243,19 +354,32 @@ class ScenarioRun:
         rec["reached_ms"] = self.t.now_ms()
         self._status = self._limits = None
         self._sync()
-        events = [_event_doc(e) for e in self.client.drain_events()]
+        t0_s = (self.t.abs_ms() - self.t.now_ms()) // 1000
+        events = [_event_doc(e, t0_s) for e in self.client.drain_events()]
         checks: list[dict] = rec["checks"]
         if step.action:
             checks.extend(self._act(step, rec))
             # Events a command causes are sent before its reply, so they are all here already.
-            events += [_event_doc(e) for e in self.client.drain_events()]
+            events += [_event_doc(e, t0_s) for e in self.client.drain_events()]
         rec["events"] = events
+        history = None
         for chk in step.checks:
             try:
-                checks.append(self._check(chk, step, events))
+                if chk.key in ("history", "no_history"):
+                    if history is None:
+                        history = self._history()
+                    checks.append(self._check_history(chk, history))
+                else:
+                    checks.append(self._check(chk, step, events, rec))
             except PumpError as e:
                 checks.append(_record(chk, chk.label, chk.cmp.describe() if chk.cmp else "", f"pump refused the "
                                       f"query: {e}", FAIL))
+        if self._uses_history:
+            try:
+                self._hist_seq = self._request("status")["history_seq"]
+            except PumpError as e:  # the next history check reports more records; record why
+                checks.append(_record("history_seq", "history position for the next step", "a status reply",
+                                      f"pump refused status: {e}", FAIL))
         if any(c["result"] == FAIL for c in checks):
             rec["result"] = FAIL
         return rec
@@ -271,6 +395,7 @@ class ScenarioRun:
         act = {"cmd": a.cmd, "args": a.args, "ok": ok}
         if ok:
             act["reply"] = doc.get("data")
+            self._track(a.cmd)
         else:
             act["error"] = doc.get("err")
             act["message"] = doc.get("msg")
@@ -295,71 +420,156 @@ class ScenarioRun:
         return out
 
     # ---- expectations ---------------------------------------------------------------------------
-    def _check(self, chk: Check, step: Step, events: list[dict]) -> dict:
+    def _check(self, chk: Check, step: Step, events: list[dict], rec: dict) -> dict:
         k = chk.key
-        if k in ("state", "reason", "bolus_running", "basal_rate", "reservoir",
-                 "delivered_basal", "delivered_bolus", "delivered_total"):
+        if k in STATUS_FIELDS:
             st = self.status()
             actual: Any = {
                 "state": lambda: st["state"],
                 "reason": lambda: st["reason"],
                 "bolus_running": lambda: st.get("bolus") is not None,
+                "extended_running": lambda: st.get("extended") is not None,
+                "temp_basal_running": lambda: st.get("temp_basal") is not None,
                 "basal_rate": lambda: u(st["basal_mUh"]),
                 "reservoir": lambda: u(st["reservoir_mU"]),
                 "delivered_basal": lambda: u(st["basal_delivered_mU"]),
                 "delivered_bolus": lambda: u(st["bolus_delivered_mU"]),
                 "delivered_total": lambda: u(st["basal_delivered_mU"] + st["bolus_delivered_mU"]),
+                "profile": lambda: st["profile"],
+                "reservoir_state": lambda: st["reservoir_state"],
+                "prime": lambda: u(st["prime_mU"]),
+                "plunger": lambda: self._steps_u(st["plunger_steps"], sim_only=False),
+                "last_hour": lambda: u(st["last_hour_mU"]),
+                "last_day": lambda: u(st["last_day_mU"]),
+                "limit_hold": lambda: st["limit_hold"],
             }[k]()
             return self._cmp(chk, actual)
+        if k == "clock":
+            return self._cmp(chk, self.status()["local_s"])
+        if k in STATUS_OBJECTS:
+            obj = self.status().get("bolus" if k == "normal_bolus" else k)
+            if chk.params["fields"] is None:
+                return self._cmp(chk, obj is not None, "true" if obj is not None else "false")
+            return self._check_fields(chk, obj, f"no {k.replace('_', ' ')} running")
         if k == "limits":
             return self._cmp(chk, u(self.limits()[chk.params["key"]]))
         if k == "basal_schedule":
             segs = self._request("basal_get")["segments"]
-            ok = segs == chk.cmp.value
+            ok = pairs(segs) == pairs(chk.cmp.value)
             return _record(chk, chk.label, _segments_text(chk.cmp.value), _segments_text(segs), PASS if ok else FAIL)
+        if k == "profiles":
+            doc = self.client.request_doc("profile_get", {"name": chk.params["name"]})
+            if not doc.get("ok"):
+                return _record(chk, chk.label, _segments_text(chk.cmp.value), f"{doc.get('err')}: {doc.get('msg')}",
+                               FAIL)
+            segs = doc["data"]["segments"]
+            ok = pairs(segs) == pairs(chk.cmp.value)
+            return _record(chk, chk.label, _segments_text(chk.cmp.value), _segments_text(segs), PASS if ok else FAIL)
+        if k in ("reply", "calc"):
+            act = rec.get("action") or {}
+            if not act.get("ok"):
+                return _record(chk, chk.label, chk.cmp.describe(), "the action was refused", FAIL)
+            reply = dict(act.get("reply") or {})
+            if k == "calc":
+                for alias, (key, div) in CALC_ALIASES.items():
+                    if key in reply:
+                        reply.setdefault(alias, Decimal(reply[key]) / div)
+                if "target_mgdl" in reply:
+                    lo, hi = reply["target_mgdl"]
+                    reply.setdefault("target", f"{lo}-{hi}")
+            actual = _event_field(reply, chk.params["field"])
+            return _record(chk, chk.label, chk.cmp.describe(), _show_field(actual),
+                           PASS if _field_matches(chk.cmp, actual) else FAIL)
         if k in ("event", "no_event"):
             return self._check_event(chk, events)
         # The rest is measured on the plant.
         if self.t.plant is None:
             return _record(chk, chk.label, chk.cmp.describe() if chk.cmp else "", "needs the simulator's plant",
                            SKIP)
+        t0 = self.t.abs_ms() - self.t.now_ms()  # scenario 00:00 on the plant's clock
         if k == "plant_delivered":
-            n = self._plant_steps(chk.params["from_ms"], chk.params["to_ms"])
+            kind = chk.params["kind"]
+            t_from = chk.params["from_ms"]
+            n = self._plant_steps(None if t_from is None else t_from + t0, chk.params["to_ms"] + t0, kind)
             return self._cmp(chk, self._steps_u(n), f"{fmt_dec(self._steps_u(n))} U ({n} steps)")
         if k == "pump_matches_plant":
             st = self.status()
-            pump_steps = st["delivered_steps"]
-            plant_steps = self._plant_steps(None, self.t.now_ms())
-            ok = pump_steps == plant_steps
-            return _record(chk, chk.label, f"pump reports {fmt_dec(self._steps_u(pump_steps))} U ({pump_steps} steps)",
-                           f"plant delivered {fmt_dec(self._steps_u(plant_steps))} U ({plant_steps} steps)",
+            now = self.t.abs_ms()
+            rows = [("delivered", st["delivered_steps"], self._plant_steps(None, now, "therapy")),
+                     ("primed", st["prime_steps"], self._plant_steps(None, now, "service")),
+                     ("plunger", st["plunger_steps"], self._plant_steps(None, now, "all"))]
+            ok = all(a == b for _, a, b in rows)
+            return _record(chk, chk.label,
+                           "pump reports " + ", ".join(f"{w} {fmt_dec(self._steps_u(a))} U ({a} steps)"
+                                                       for w, a, _ in rows),
+                           "plant: " + ", ".join(f"{w} {fmt_dec(self._steps_u(b))} U ({b} steps)"
+                                                 for w, _, b in rows),
                            PASS if ok else FAIL)
         if k == "bolus_speed":
-            return self._check_speed(chk)
+            return self._check_speed(chk, t0)
         raise AssertionError(k)
+
+    def _check_fields(self, chk: Check, data: Any, missing: str) -> dict:
+        fields = chk.params["fields"]
+        exp = ", ".join(f"{f}={c.describe()}" for f, c in fields.items())
+        if data is None:
+            return _record(chk, chk.label, exp, missing, FAIL)
+        got = {f: _event_field(data, f) for f in fields}
+        ok = all(_field_matches(c, got[f]) for f, c in fields.items())
+        return _record(chk, chk.label, exp, ", ".join(f"{f}={_show_field(v)}" for f, v in got.items()),
+                       PASS if ok else FAIL)
 
     def _cmp(self, chk: Check, actual: Any, actual_text: str | None = None) -> dict:
         ok = chk.cmp.test(actual)
         text = actual_text if actual_text is not None else show_value(actual, chk.cmp.unit)
         return _record(chk, chk.label, chk.cmp.describe(), text, PASS if ok else FAIL)
 
-    def _steps_u(self, steps: int) -> Decimal:
-        return Decimal(steps * self.t.plant.nl_per_step) / 10_000
+    def _steps_u(self, steps: int, sim_only: bool = True) -> Decimal:
+        if self.t.plant is not None:
+            return Decimal(steps * self.t.plant.nl_per_step) / 10_000
+        st = self.status()  # a board: derive the step size from its own report
+        per = Decimal(st["reservoir_mU"]) / st["reservoir_steps"] / 1000 if st.get("reservoir_steps") else Decimal(0)
+        return steps * per
 
-    def _plant_steps(self, from_ms: int | None, to_ms: int) -> int:
-        """Net plunger steps with from < t <= to (a step at exactly `to` counts; one at `from` does not)."""
-        total = 0
-        for direction, sign in ((1, 1), (-1, -1)):
-            times = self.t.plant.step_times_us(direction)
-            hi = bisect.bisect_right(times, to_ms * 1000)
-            lo = 0 if from_ms is None else bisect.bisect_right(times, from_ms * 1000)
-            total += sign * (hi - lo)
-        return total
+    # ---- the plant ------------------------------------------------------------------------------
+    def _plant_times(self) -> dict[str, list[int]]:
+        """Step times (us) by kind: therapy (forward, outside reservoir changes), service (forward,
+        inside them: priming and cannula fill) and back (rewinds). Cached until the log changes."""
+        trains = self.t.plant.trains
+        key = (len(trains), trains[-1].emitted if trains else 0, tuple(tuple(w) for w in self.service))
+        if self._plant_cache and self._plant_cache[0] == key:
+            return self._plant_cache[1]
+        out: dict[str, list[int]] = {"therapy": [], "service": [], "back": []}
+        for tr in trains:
+            if tr.direction < 0:
+                kind = "back"
+            elif any(a < tr.t0_ms and (b is None or tr.t0_ms <= b) for a, b in self.service):
+                kind = "service"
+            else:
+                kind = "therapy"
+            out[kind].extend(tr.step_times_us())
+        for v in out.values():
+            v.sort()
+        self._plant_cache = (key, out)
+        return out
 
-    def _check_speed(self, chk: Check) -> dict:
-        times = self.t.plant.step_times_us(1)
-        a = bisect.bisect_right(times, chk.params["from_ms"] * 1000)
-        b = bisect.bisect_right(times, chk.params["to_ms"] * 1000)
+    def _plant_steps(self, from_ms: int | None, to_ms: int, kind: str = "therapy") -> int:
+        """Plant steps with from < t <= to (a step at exactly `to` counts; one at `from` does not):
+        therapy or service steps forward, or (all) net plunger travel, forward minus back."""
+        times = self._plant_times()
+
+        def count(ts: list[int]) -> int:
+            hi = bisect.bisect_right(ts, to_ms * 1000)
+            return hi - (0 if from_ms is None else bisect.bisect_right(ts, from_ms * 1000))
+
+        if kind == "all":
+            return count(times["therapy"]) + count(times["service"]) - count(times["back"])
+        return count(times[kind])
+
+    def _check_speed(self, chk: Check, t0: int) -> dict:
+        times = self._plant_times()["therapy"]
+        a = bisect.bisect_right(times, (chk.params["from_ms"] + t0) * 1000)
+        b = bisect.bisect_right(times, (chk.params["to_ms"] + t0) * 1000)
         window = times[a:b]
         best: list[int] = []
         run: list[int] = []
@@ -376,32 +586,62 @@ class ScenarioRun:
                            FAIL)
         span_us = best[-1] - best[0]
         speed = (Decimal((len(best) - 1) * self.t.plant.nl_per_step) / 10_000) / (Decimal(span_us) / 60_000_000)
-        text = (f"{fmt_dec(speed)} U/min ({len(best)} steps from {fmt_time(best[0] // 1000)} "
+        text = (f"{fmt_dec(speed)} U/min ({len(best)} steps from {fmt_time(best[0] // 1000 - t0)} "
                 f"over {Decimal(span_us) / 1_000_000:.1f} s)")
         return _record(chk, chk.label, chk.cmp.describe(), text, PASS if chk.cmp.test(speed) else FAIL)
 
+    # ---- events and history ---------------------------------------------------------------------
     def _check_event(self, chk: Check, events: list[dict]) -> dict:
         spec = chk.params
         named = [e for e in events if e["name"] == spec["name"]]
         hits = [e for e in named if all(_field_matches(c, _event_field(e["data"], f)) for f, c in spec["fields"].items())]
+        return self._count_result(chk, "event", spec, named, hits, [e["name"] for e in events], _event_text)
+
+    def _count_result(self, chk: Check, what: str, spec: dict, named: list, hits: list, all_names: list,
+                      text) -> dict:
         fields = ", ".join(f"{f}={c.describe()}" for f, c in spec["fields"].items())
         want = spec["name"] + (f"({fields})" if fields else "")
         if chk.cmp is None:  # at least one
             exp, ok = f"{want} since the previous step", bool(hits)
         else:
             ok = chk.cmp.test(Decimal(len(hits)))
-            exp = (f"no {want}" if chk.key == "no_event" else f"{chk.cmp.describe()} x {want}") + \
+            exp = (f"no {want}" if chk.key.startswith("no_") else f"{chk.cmp.describe()} x {want}") + \
                 " since the previous step"
         if hits:
-            act = f"{len(hits)} matching: " + "; ".join(_event_text(e) for e in hits[:3]) + (" ..." if len(hits) > 3
-                                                                                            else "")
+            act = f"{len(hits)} matching: " + "; ".join(text(e) for e in hits[:3]) + (" ..." if len(hits) > 3 else "")
         elif named:
-            act = "none matching; seen: " + "; ".join(_event_text(e) for e in named[:4]) + (" ..." if len(named) > 4
-                                                                                            else "")
+            act = "none matching; seen: " + "; ".join(text(e) for e in named[:4]) + (" ..." if len(named) > 4 else "")
         else:
-            seen = sorted({e["name"] for e in events})
-            act = f"no {spec['name']!r} events" + (f" (seen: {', '.join(seen)})" if seen else " (no events at all)")
+            seen = sorted(set(all_names))
+            act = f"no {spec['name']!r} {what}" + ("s" if what == "event" else " records") + \
+                (f" (seen: {', '.join(seen)})" if seen else f" (no {what} at all)" if what == "history"
+                 else " (no events at all)")
         return _record(chk, chk.label, exp, act, PASS if ok else FAIL)
+
+    def _history(self) -> dict:
+        """The history records added since the previous step, decoded by type."""
+        since, recs, lost = self._hist_seq, [], False
+        uu = 0
+        while True:
+            doc = self._request("history", since=since, limit=32)
+            uu = doc.get("uu_per_step", uu)
+            if doc["oldest"] > since + 1 and not recs:
+                lost = True
+            recs += doc["records"]
+            if not doc["records"] or doc["next"] >= doc["newest"]:
+                break
+            since = doc["next"]
+        return {"records": [_decode_record(r, uu) for r in recs], "lost": lost}
+
+    def _check_history(self, chk: Check, history: dict) -> dict:
+        spec = chk.params
+        recs = history["records"]
+        named = [r for r in recs if r["type"] == spec["name"]]
+        hits = [r for r in named if all(_field_matches(c, _event_field(r, f)) for f, c in spec["fields"].items())]
+        res = self._count_result(chk, "history", spec, named, hits, [r["type"] for r in recs], _record_text)
+        if history["lost"]:
+            res["actual"] += " (older records since the previous step are gone from the pump's ring)"
+        return res
 
     # ---- totals ---------------------------------------------------------------------------------
     def totals(self) -> dict:
@@ -413,18 +653,57 @@ class ScenarioRun:
                            "delivered_bolus_U": float(u(st["bolus_delivered_mU"])),
                            "delivered_total_U": float(u(st["basal_delivered_mU"] + st["bolus_delivered_mU"])),
                            "delivered_steps": st["delivered_steps"],
+                           "primed_U": float(u(st["prime_mU"])), "prime_steps": st["prime_steps"],
+                           "plunger_steps": st["plunger_steps"],
                            "reservoir_U": float(u(st["reservoir_mU"]))}
         except (Aborted, PumpError, OSError) as e:
             out["pump"] = {"error": str(e)}
         plant = self.t.plant
         if plant is not None:
-            net = plant.net_steps()
-            out["plant"] = {"steps": net, "delivered_U": float(self._steps_u(net)), "trains": len(plant.trains),
+            now = self.t.abs_ms()
+            steps = self._plant_steps(None, now, "therapy")
+            primed = self._plant_steps(None, now, "service")
+            out["plant"] = {"steps": steps, "delivered_U": float(self._steps_u(steps)),
+                            "prime_steps": primed, "primed_U": float(self._steps_u(primed)),
+                            "net_steps": plant.net_steps(), "trains": len(plant.trains),
                             "trains_cut_short": sum(1 for t in plant.trains if t.emitted < t.n),
-                            "nl_per_step": plant.nl_per_step}
+                            "nl_per_step": plant.nl_per_step,
+                            "reservoir_changes": [[a, b] for a, b in self.service]}
         out["link"] = {"events_dropped": self.events_dropped, "event_gaps": self.client.event_gaps,
                        "bad_frames": self.client.bad_frames}
         return out
+
+
+def _decode_record(r: list, uu: int) -> dict:
+    seq, t, kind, a, b = r
+    name = next((n for n, spec in HISTORY_TYPES.items() if spec[0] == kind), f"type_{kind}")
+    out: dict[str, Any] = {"type": name, "seq": Decimal(seq), "t_s": Decimal(t), "a": Decimal(a), "b": Decimal(b)}
+    spec = HISTORY_TYPES.get(name)
+    if spec:
+        for fld, v in ((spec[1], a), (spec[2], b)):
+            if not fld:
+                continue
+            fname, how = fld
+            if how == "U":
+                out[fname] = Decimal(v * uu) / 1_000_000
+            elif how == "U±":
+                out[fname] = Decimal(abs(v) * uu) / 1_000_000
+            elif how == "int":
+                out[fname] = Decimal(v)
+            elif how == "clock":
+                out[fname] = fmt_clock(v)
+            else:
+                out[fname] = how[v] if 0 <= v < len(how) else str(v)
+        if name == "bolus_cancel":
+            out["kind"] = "normal" if b > 0 else "extended"
+    return out
+
+
+def _record_text(r: dict) -> str:
+    spec = HISTORY_TYPES.get(r["type"])
+    names = [f[0] for f in spec[1:] if f] + (["kind"] if r["type"] == "bolus_cancel" else []) if spec else ["a", "b"]
+    inner = " ".join(f"{n}={_show_field(r[n])}" for n in names if n in r)
+    return f"{r['type']}({inner}) #{r['seq']}"
 
 
 def run_scenario(scn: Scenario, make_target) -> dict:

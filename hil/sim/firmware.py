@@ -74,13 +74,15 @@ class SimPump:
             console = free_port()
             # Run the mpy-cross output: the bytecode a board gets, without the compiler's RAM peak.
             tree = build(self.board_dir.name)
-            env = dict(os.environ, MICROPYPATH=f"{tree}")
+            # Run from inside the tree with a relative path: every module's __file__ is interned
+            # in the heap for good, so "basalt/core/pump.mpy" rather than an absolute path.
+            env = dict(os.environ, MICROPYPATH=".")
             self._log = open(self.log_path, "ab")
             self.proc = subprocess.Popen(
                 [self.micropython, "-X", f"heapsize={self.heap_size}", "-m", "main",
                  "--bus", str(ls.getsockname()[1]), "--console", str(console),
-                 "--storage", str(self.storage_dir), "--mode", self.mode],
-                stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+                 "--storage", str(self.storage_dir.resolve()), "--mode", self.mode],
+                stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=tree)
             try:
                 self._sock, _ = ls.accept()
             except TimeoutError:

@@ -11,6 +11,7 @@ import random
 import pytest
 
 from host.client import PumpError
+from host.units import flat
 
 from .therapy_model import TherapyModel
 
@@ -53,6 +54,8 @@ class Run:
     def do(self, cmd, **args):
         """Send a command. Accepted: return the reply. Refused: assert nothing changed, return None."""
         before = self._state()
+        if "segments" in args:
+            args = dict(args, segments=flat(args["segments"]))
         try:
             reply = self.c.request(cmd, **args)
         except PumpError as e:
@@ -185,7 +188,7 @@ def test_random_commands_against_the_model(sim_dut, seed):
                 m.running = True
         elif k == 10:  # commands that must be refused, and change nothing
             bad = rng.choice([("bolus", {"mU": 4010}), ("bolus", {"mU": 15}), ("temp_basal", {"percent": 300, "minutes": 30}),
-                              ("basal_set", {"segments": [[0, 3100]]}), ("bolus", {"ext_mU": 100, "minutes": 20}),
+                              ("basal_set", {"segments": [0, 3100]}), ("bolus", {"ext_mU": 100, "minutes": 20}),
                               ("limits_set", {"max_hour_mU": 100}), ("profile_select", {"name": "nope"})])
             assert r.do(bad[0], **bad[1]) is None, bad
         r.advance(rng.randrange(1, 120) * 60 + rng.randrange(0, 60))

@@ -12,9 +12,20 @@ def mech():
     return Mechanics(50, 60000, 400)
 
 
+def flat(v):
+    """[[0, 800], [390, 1250]] -> [0, 800, 390, 1250]: tests write schedules as pairs for
+    readability; the protocol carries them flat."""
+    if type(v) is list and v and all(type(e) is list for e in v):
+        return [x for e in v for x in e]
+    return v
+
+
 def cmd(p, op, **args):
     entry = lookup(op)
     assert entry, op
+    for k in ("segments", "cr", "isf", "target"):
+        if k in args:
+            args[k] = flat(args[k])
     return overlay.call(entry[0], op, p, args)
 
 

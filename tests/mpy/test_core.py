@@ -1,5 +1,5 @@
 # Unit tests of the firmware core (delivery, state, reservoir), under the real MicroPython port.
-from basalt.cmd._util import segments
+from basalt.cmd._prof import segments
 from basalt.core.errors import Refused
 from basalt.core.mechanics import Mechanics
 from basalt.core.pump import SUSPENDED
@@ -216,7 +216,7 @@ def test_settings_survive_restart():
     cmd(p, "limits_set", max_bolus_mU=4000)
     q, _, _ = bare(store)
     assert overlay.call("settings", "load", q)
-    assert segments(q.profiles, 0) == [[0, 700], [600, 900]]
+    assert segments(q.profiles, 0) == [0, 700, 600, 900]
     assert q.profiles.names == ["default", "sport"]
     assert q.limits.max_bolus_mU == 4000 and q.cap_hour == q.mech.steps_floor(q.limits.max_hour_mU)
     assert q.state == SUSPENDED
@@ -228,7 +228,7 @@ def test_corrupt_settings_fall_back_to_safe_defaults():
         store.files["settings.json"] = raw
         q, _, _ = bare(store)
         assert not overlay.call("settings", "load", q)
-        assert segments(q.profiles, 0) == [[0, 0]] and q.limits.max_basal_mUh == 3000
+        assert segments(q.profiles, 0) == [0, 0] and q.limits.max_basal_mUh == 3000
 
 
 def test_failed_save_changes_nothing():
@@ -240,7 +240,7 @@ def test_failed_save_changes_nothing():
     p.storage = FullStorage()
     e = refused(p, "basal_set", segments=[[0, 2500]])
     assert e.code == "storage"
-    assert segments(p.profiles, 0) == [[0, 1000]]
+    assert segments(p.profiles, 0) == [0, 1000]
     assert refused(p, "limits_set", max_bolus_mU=2000).code == "storage"
     assert p.limits.max_bolus_mU == 10000
 

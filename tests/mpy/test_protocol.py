@@ -1,7 +1,7 @@
 # Console protocol server under MicroPython: framing, validation, retransmission, back-pressure.
 import json
 
-from basalt.cmd._util import segments
+from basalt.cmd._prof import segments
 from basalt.core.mechanics import Mechanics
 from basalt.core.pump import Pump
 from basalt.lib.crc16 import crc16
@@ -79,8 +79,8 @@ def test_errors_have_reasons_and_change_nothing():
         (req(6, "bolus", {}), "range"),
         (req(7, "bolus", {"mU": "lots"}), "bad_arg"),
         (req(8, "bolus", {"mU": 1000}), "state"),
-        (req(9, "basal_set", {"segments": [[0, 999999]]}), "range"),
-        (req(10, "basal_set", {"segments": [[0, 3500]]}), "limit"),
+        (req(9, "basal_set", {"segments": [0, 999999]}), "range"),
+        (req(10, "basal_set", {"segments": [0, 3500]}), "limit"),
         (req(11, "temp_basal", {"percent": 50, "minutes": 30}), "state"),
         (req(12, "history", {"limit": 0}), "range"),
         (b"\r\n", None),
@@ -119,7 +119,7 @@ def test_retransmission_replays_instead_of_second_bolus():
     ask(con, srv, req(1, "rewind"))
     pump.tick()
     for i, (c, a) in enumerate((("reservoir_insert", {"mU": 100000}), ("prime_start", None), ("prime_stop", None),
-                                ("cannula_fill", {"mU": 0}), ("basal_set", {"segments": [[0, 0]]}), ("resume", None))):
+                                ("cannula_fill", {"mU": 0}), ("basal_set", {"segments": [0, 0]}), ("resume", None))):
         assert ask(con, srv, req(10 + i, c, a))[0]["ok"], c
     f = req(4, "bolus", {"mU": 1000})
     first = ask(con, srv, f)

@@ -10,12 +10,13 @@
 # exceed the cap, no window can; the per-tick backstop in core/pump.py then never has to act.
 from ..core.errors import Refused
 from ..core.history import LIMIT_REFUSED
-from ._util import max_rate
+from ._prof import max_rate
 
 LIMIT_CODES = ("", "max_hour_mU", "max_day_mU", "max_bolus_mU", "max_basal_mUh", "max_iob_mU")
 
 
 def refuse(pump, code, amount, msg):
+    """Record the refusal (history: a = limit code, b = the amount asked, in mU or mU/h) and refuse."""
     pump.record(LIMIT_REFUSED, code, amount)
     raise Refused("limit", LIMIT_CODES[code] + ": " + msg)
 
@@ -49,36 +50,22 @@ def check(pump, normal=0, ext=0, ext_dur_s=0, basal_muh=-1, caps=None):
         ext_rem, ext_total, ext_dur = ext, ext, ext_dur_s
     else:
         ext_rem, ext_total, ext_dur = pump.xb_req - pump.xb_done, pump.xb_req, pump.xb_dur or 1
-    worst = 0
-    past = 0  # the last j minutes, including the current one
-    m = w.minute
-    for j in range(61):
-        past += w.hour[(m - j) % 61]
-        k = 60 - j
-        fut = normal_rem + _ceil(basal_muh * 1000 * k, u * 60)
-        if ext_rem:
-            e = _ceil(ext_total * 60 * k, ext_dur)
-            fut += e if e < ext_rem else ext_rem
-        if past + fut > worst:
-            worst = past + fut
-    if worst > cap_h:
-        refuse(pump, 1, worst, "could deliver %d mU in an hour, above the limit of %d mU"
-               % (pump.mech.mu_from_steps(worst), pump.limits.max_hour_mU))
-    worst = 0
-    past = 0
-    q = m // 15
-    for j in range(97):
-        past += w.day[(q - j) % 97]
-        k = 96 - j
-        fut = normal_rem + _ceil(basal_muh * 1000 * k, u * 4)
-        if ext_rem:
-            e = _ceil(ext_total * 900 * k, ext_dur)
-            fut += e if e < ext_rem else ext_rem
-        if past + fut > worst:
-            worst = past + fut
-    if worst > cap_d:
-        refuse(pump, 2, worst, "could deliver %d mU in 24 hours, above the limit of %d mU"
-               % (pump.mech.mu_from_steps(worst), pump.limits.max_day_mU))
+    for code, buckets, n, bucket_s, cap in ((1, w.hour, 61, 60, cap_h), (2, w.day, 97, 900, cap_d)):
+        worst = past = 0
+        now = w.minute * 60 // bucket_s  # index of the current bucket
+        for j in range(n):  # the last j buckets (and the current one) + the next n-1-j
+            past += buckets[(now - j) % n]
+            k = n - 1 - j
+            fut = normal_rem + _ceil(basal_muh * 1000 * k * bucket_s, u * 3600)
+            if ext_rem:
+                e = _ceil(ext_total * k * bucket_s, ext_dur)
+                fut += e if e < ext_rem else ext_rem
+            if past + fut > worst:
+                worst = past + fut
+        if worst > cap:
+            refuse(pump, code, pump.mech.mu_from_steps(worst), "could deliver %d mU in %s, above the limit of %d mU"
+                   % (pump.mech.mu_from_steps(worst), "an hour" if code == 1 else "24 hours",
+                      pump.limits.max_hour_mU if code == 1 else pump.limits.max_day_mU))
 
 
 def bound_with(pump, new_max):

@@ -8,3 +8,4 @@ SPEC = {
     "bolus_speed_mU_min": (500, 15000),
     "bolus_increment_mU": (5, 100),
 }
+

@@ -14,12 +14,13 @@ from ..core.window import IOB_B
 from ._util import check_int, int_arg, only, opt
 
 
-def _at(sched, minute):
-    cur = sched[0]
-    for e in sched:
-        if e[0] > minute:
+def _at(sched, minute, step):
+    """Offset of the entry in force at minute in a flat schedule of `step`-wide entries."""
+    cur = 0
+    for j in range(0, len(sched), step):
+        if sched[j] > minute:
             break
-        cur = e
+        cur = j
     return cur
 
 
@@ -61,9 +62,10 @@ def bolus_calc(pump, args):
     if bg and bg < 40:
         raise Refused("range", "bg_mgdl must be 40..600 (or omitted)")
     minute = pump.minute_of_day()
-    cr = _at(c["cr"], minute)[1]
-    isf = _at(c["isf"], minute)[1]
-    t = _at(c["target"], minute)
+    cr = c["cr"][_at(c["cr"], minute, 2) + 1]
+    isf = c["isf"][_at(c["isf"], minute, 2) + 1]
+    j = _at(c["target"], minute, 3)
+    t = c["target"][j:j + 3]
     carb_uu = carbs * 10_000_000 // cr  # carbs / (cr/10 g per U), in uU
     corr_uu = 0
     if bg and bg > t[2]:

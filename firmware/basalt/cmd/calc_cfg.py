@@ -1,4 +1,6 @@
 # Bolus calculator settings: carb ratio, sensitivity and target schedules; insulin action.
+from array import array
+
 from ..core.errors import Refused
 from . import _save
 from ._util import arg, check_int, only, opt
@@ -6,49 +8,69 @@ from ._util import arg, check_int, only, opt
 DEFAULTS = {"dia_min": 300, "peak_min": 75}  # OpenAPS exponential-curve defaults (rapid-acting)
 
 
+MAX_ENTRIES = 24  # per schedule; commercial pumps allow 8-16 carb ratio / sensitivity / target times
+
+
 def _schedule(v, name, width, lo, hi):
-    """[[start_min, value...], ...] starting at 0, ascending, on 30-minute boundaries."""
-    if type(v) is not list or not 1 <= len(v) <= 48:
-        raise Refused("bad_arg", name + " must be a list of 1..48 entries")
+    """Flat [start_min, value(s), start_min, value(s), ...] (width values per entry), starting at
+    0, ascending on 30-minute boundaries. Flat for the heap's sake, as basal segments."""
+    step = width + 1
+    if type(v) is not list or not step <= len(v) <= MAX_ENTRIES * step or len(v) % step:
+        raise Refused("bad_arg", "%s must be a flat list of 1..%d entries of start_min%s"
+                      % (name, MAX_ENTRIES, ", value" * width))
     prev = -1
-    for e in v:
-        if type(e) is not list or len(e) != width + 1:
-            raise Refused("bad_arg", "each %s entry is [start_min%s]" % (name, ", value" * width))
-        s = check_int(e[0], name + " start", 0, 1410)
+    for j in range(0, len(v), step):
+        s = check_int(v[j], name + " start", 0, 1410)
         if s % 30 or s <= prev or (prev < 0 and s != 0):
             raise Refused("range", name + " starts must be 0, then ascending on 30-minute boundaries")
-        for x in e[1:]:
+        for x in v[j + 1:j + step]:
             check_int(x, name, lo, hi)
         prev = s
     return v
 
 
 def calc_set(pump, args):
-    """{cr: [[start, tenths of g per U]], isf: [[start, mg/dL per U]], target: [[start, lo, hi]],
-    dia_min: 180..480, peak_min: 35..120} - all required but dia/peak."""
+    """{cr: [start, tenths of g per U, ...], isf: [start, mg/dL per U, ...], target: [start, lo,
+    hi, ...], dia_min: 180..480, peak_min: 35..120}. The first set-up needs cr, isf and target;
+    after that any subset updates just those (so 48-entry schedules fit one frame each)."""
     only(args, "cr", "isf", "target", "dia_min", "peak_min")
-    cr = _schedule(arg(args, "cr"), "cr", 1, 10, 1500)  # 1.0 .. 150.0 g/U
-    isf = _schedule(arg(args, "isf"), "isf", 1, 5, 500)
-    target = _schedule(arg(args, "target"), "target", 2, 70, 250)
-    for e in target:
-        if e[1] > e[2]:
+    old = pump.calc
+    cur = old or {"dia_min": DEFAULTS["dia_min"], "peak_min": DEFAULTS["peak_min"]}
+    if old is None:
+        for k in ("cr", "isf", "target"):
+            arg(args, k)  # refuses with "missing argument"
+    cr = _schedule(args["cr"], "cr", 1, 10, 1500) if "cr" in args else cur["cr"]  # 1.0 .. 150.0 g/U
+    isf = _schedule(args["isf"], "isf", 1, 5, 500) if "isf" in args else cur["isf"]
+    target = _schedule(args["target"], "target", 2, 70, 250) if "target" in args else cur["target"]
+    for j in range(0, len(target), 3):
+        if target[j + 1] > target[j + 2]:
             raise Refused("range", "target low must not exceed high")
-    dia = check_int(opt(args, "dia_min", DEFAULTS["dia_min"]), "dia_min", 180, 480)
-    peak = check_int(opt(args, "peak_min", DEFAULTS["peak_min"]), "peak_min", 35, 120)
+    dia = check_int(opt(args, "dia_min", cur["dia_min"]), "dia_min", 180, 480)
+    peak = check_int(opt(args, "peak_min", cur["peak_min"]), "peak_min", 35, 120)
     if 2 * peak >= dia:
         raise Refused("range", "peak_min must be less than half of dia_min")
-    old = pump.calc
-    pump.calc = {"cr": cr, "isf": isf, "target": target, "dia_min": dia, "peak_min": peak}
+    # Kept as arrays: three 48-entry schedules as lists would hold ~3.5 KB of the heap, as arrays ~0.9 KB.
+    pump.calc = {"cr": array("H", cr), "isf": array("H", isf), "target": array("H", target),
+                 "dia_min": dia, "peak_min": peak}
     if hasattr(pump, "profiles"):  # not when settings.load validates stored values
 
         def undo():
             pump.calc = old
         _save.commit(pump, undo)
-    return pump.calc
+    return {"dia_min": dia, "peak_min": peak, "entries": [len(cr) // 2, len(isf) // 2, len(target) // 3]}
 
 
 def calc_get(pump, args):
-    only(args)
-    if pump.calc is None:
+    """{} -> dia_min, peak_min and the entry count of each schedule; {schedule: cr|isf|target} ->
+    that schedule (flat). One schedule per reply keeps replies small for a 64 KB heap."""
+    only(args, "schedule")
+    c = pump.calc
+    if c is None:
         raise Refused("state", "the bolus calculator is not set up (calc_set)")
-    return pump.calc
+    which = opt(args, "schedule", None)
+    if which is None:
+        return {"dia_min": c["dia_min"], "peak_min": c["peak_min"],
+                "entries": [len(c["cr"]) // 2, len(c["isf"]) // 2, len(c["target"]) // 3]}
+    if which not in ("cr", "isf", "target"):
+        raise Refused("bad_arg", "schedule is cr, isf or target")
+    return {"schedule": which, which: list(c[which])}

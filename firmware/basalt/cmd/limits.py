@@ -1,13 +1,9 @@
 # Therapy limits: read and change them (all validated together, then applied together).
 from ..core.errors import Refused
-from . import _guard, _save
+from . import _save
 from ._limits import SPEC
-from ._util import check_int, max_rate, only
-
-
-def limits_get(pump, args):
-    only(args)
-    return pump.limits.to_dict()
+from ._prof import max_rate
+from ._util import check_int
 
 
 def limits_set(pump, args):
@@ -35,7 +31,13 @@ def limits_set(pump, args):
             raise Refused("limit", "max_basal_mUh: profile %s has a higher rate" % pump.profiles.names[i])
     if pump.tb_end and pump.tb_pct < 0 and pump.tb_rate > new["max_basal_mUh"]:
         raise Refused("limit", "max_basal_mUh: the running temp basal is above it")
-    _guard.check(pump, caps=(m.steps_floor(new["max_hour_mU"]), m.steps_floor(new["max_day_mU"])))
+    if new["max_hour_mU"] < pump.limits.max_hour_mU or new["max_day_mU"] < pump.limits.max_day_mU:
+        # Lowered caps must still hold for what is already committed; raised caps hold by
+        # construction (commitments were checked against the lower ones), so the guard is only
+        # loaded when it can matter.
+        from . import _guard
+
+        _guard.check(pump, caps=(m.steps_floor(new["max_hour_mU"]), m.steps_floor(new["max_day_mU"])))
     old = pump.limits.to_dict()
     for k in new:
         setattr(pump.limits, k, new[k])

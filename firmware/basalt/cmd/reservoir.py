@@ -6,7 +6,7 @@
 from ..core import pump as P
 from ..core.errors import Refused
 from ..core.history import RESERVOIR, RESUME
-from ._util import check_int, need_suspended, only, opt
+from ._util import check_int, only, opt
 
 
 def suspend(pump, args):
@@ -90,3 +90,8 @@ def cannula_fill(pump, args):
     pump.res_state = P.FILLING if steps else P.READY
     pump.emit("reservoir", {"state": pump.res_state, "cannula_mU": mu})
     return {"state": pump.res_state, "cannula_mU": mu}
+
+
+def need_suspended(pump, what):
+    if pump.state != "suspended":
+        raise Refused("state", "suspend before " + what)

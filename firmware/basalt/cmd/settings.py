@@ -1,34 +1,40 @@
-# Settings on storage: profiles, limits, calculator, clock. Saved whole and atomically (the
-# storage HAL writes a new file, verifies it, renames it over the old one); validated whole on
-# load - anything wrong and the pump keeps its safe defaults and raises settings_lost.
+# Restoring settings at boot: profiles.json (rate tables) and settings.json (active profile,
+# limits, calculator, clock), written by _save.py through the storage HAL's write-new/verify/
+# rename. Validated whole on load - anything wrong and the pump keeps its safe defaults and
+# raises settings_lost.
 import json
+from binascii import unhexlify
 
 from ..core.profiles import MAX_PROFILES, SLOTS
 from ._limits import SPEC
-from ._save import FILE
+from ._save import FILE, PROFILES
 from ._util import check_int
 
 
 def load(pump):
     """Restore settings; return False (and change nothing) when they are missing or invalid."""
-    raw = pump.storage.read(FILE) if pump.storage is not None else None
-    if not raw:
-        return True
+    st = pump.storage
+    raw = st.read(FILE) if st is not None else None
+    praw = st.read(PROFILES) if st is not None else None
+    if not raw and not praw:
+        return True  # a new pump
     try:
         from array import array
 
         doc = json.loads(raw)
+        pdoc = json.loads(praw)
         lim = doc["limits"]
         for k in SPEC:
             check_int(lim[k], k, SPEC[k][0], SPEC[k][1])
         names, rates = [], []
-        for name, r in doc["profiles"]:
-            if type(name) is not str or type(r) is not list or len(r) != SLOTS:
+        for name, h in pdoc["profiles"]:
+            r = array("H", unhexlify(h))  # see _save.py: uint16 slot rates, hex
+            if type(name) is not str or len(r) != SLOTS:
                 raise ValueError("profile")
             for x in r:
                 check_int(x, "rate", 0, lim["max_basal_mUh"])
             names.append(name)
-            rates.append(array("H", r))
+            rates.append(r)
         if not 1 <= len(names) <= MAX_PROFILES:
             raise ValueError("profiles")
         active = check_int(doc["active"], "active", 0, len(names) - 1)
@@ -36,7 +42,11 @@ def load(pump):
         if calc is not None:
             from . import calc_cfg as c
 
-            c.calc_set(_Scratch(pump), calc)  # validates (on a scratch object: nothing saved)
+            for k in ("cr", "isf", "target"):
+                calc[k] = list(array("H", unhexlify(calc[k])))
+            scratch = _Scratch(pump)
+            c.calc_set(scratch, calc)  # validates (on a scratch object: nothing saved)
+            calc = scratch.calc
         offset = doc.get("clock_offset_s", 0)
         if type(offset) is not int:
             raise ValueError("clock")

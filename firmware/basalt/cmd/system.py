@@ -1,4 +1,4 @@
-# The pump clock and the history.
+# The pump clock, the history, and reading the limits.
 import struct
 
 from ..core.history import FMT, REC, RING, TIME_SET
@@ -17,7 +17,7 @@ def time_set(pump, args):
     at the rate of the local-time segment then in force, so a clock change only changes which
     segment applies from the next tick: it never repeats delivery or skips insulin owed."""
     only(args, "local_s")
-    new = check_int(arg(args, "local_s"), "local_s", 0, 100 * 366 * 86400)
+    new = check_int(arg(args, "local_s"), "local_s", 0, 0x7FFFFFFF)  # history keeps it as int32 (to 2068)
     old = pump.local_s()
     old_offset = pump.clock_offset_s
     pump.clock_offset_s = new - pump.uptime_s
@@ -65,3 +65,8 @@ def record(h, seq):
         return None
     s, t, k, _, a, b = struct.unpack_from(FMT, h.buf, off)
     return (s, t, k, a, b)
+
+
+def limits_get(pump, args):
+    only(args)
+    return pump.limits.to_dict()

@@ -2,7 +2,8 @@
 from ..core.errors import Refused
 from ..core.history import TEMP_START
 from . import _guard
-from ._util import int_arg, max_rate, only
+from ._prof import max_rate
+from ._util import int_arg, only
 
 
 def temp_basal(pump, args):

@@ -8,7 +8,7 @@ from micropython import const
 from ..lib.crc16 import crc16
 
 REC = const(20)
-RING = const(32)
+RING = const(24)
 FMT = "<IIBBii"
 
 # record types; a and b carry the amounts actually delivered, in steps, where there are any
@@ -19,7 +19,7 @@ TEMP_END = const(4)  # a = basal steps delivered during it, b = 1 ended, 2 cance
 BOLUS_REQUEST = const(5)  # a = normal steps, b = extended steps
 BOLUS_DONE = const(6)  # a = delivered steps, b = kind (1 normal, 2 extended)
 BOLUS_CANCEL = const(7)  # a = delivered steps, b = requested steps (b < 0: extended)
-LIMIT_REFUSED = const(8)  # a = limit code, b = amount asked (steps or mU/h)
+LIMIT_REFUSED = const(8)  # a = limit code (1 hour, 2 day, 3 bolus, 4 basal), b = amount asked in mU (mU/h for 4)
 PRIME = const(9)  # a = steps primed, b = 1 tubing, 2 cannula
 REWIND = const(10)  # a = steps retracted
 SUSPEND = const(11)  # a = reason code

@@ -1,6 +1,5 @@
 # Therapy limits, enforced in the firmware. Defaults here; the settable ranges and their
-# validation live with the limits_set command (basalt/cmd/system.py, an overlay), so the
-# resident pump carries only the values.
+# validation live with the commands (basalt/cmd/_limits.py and limits.py, overlays).
 
 
 class Limits:

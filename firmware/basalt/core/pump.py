@@ -230,8 +230,12 @@ class Pump:
 
     # ---- temp basal -------------------------------------------------------------------
     def end_temp(self, how):
+        """End the temp basal: how 1 = ran its course (at a tick, trains already accounted),
+        2 = cancelled/replaced/suspended (first account the train in flight, which is its)."""
         if not self.tb_end:
             return None
+        if how == 2:
+            self._settle(True)
         info = {"phase": "ended" if how == 1 else "cancelled", "percent": self.tb_pct, "rate_mUh": self.tb_rate,
                 "minutes": self.tb_min, "delivered_mU": self.mech.mu_from_steps(self.tb_steps),
                 "delivered_steps": self.tb_steps}

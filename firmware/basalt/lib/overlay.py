@@ -28,3 +28,4 @@ def drop():
                 delattr(pkg, key[len(PKG) + 1:])
             except AttributeError:
                 pass
+

@@ -4,9 +4,9 @@
 # Each entry is " name:module"; a "*" after the name marks a read-only command (its reply
 # is not kept for retransmissions: running it again changes nothing).
 _TABLE = (
-    " status*:status time_get*:system time_set:system limits_get*:limits limits_set:limits"
+    " status*:status time_get*:system time_set:system limits_get*:system limits_set:limits"
     " history*:system basal_get*:profile basal_set:basal profile_list*:profile profile_get*:profile"
-    " profile_set:basal profile_select:profile profile_delete:profile temp_basal:temp"
+    " profile_set:basal profile_select:profile_sel profile_delete:profile_sel temp_basal:temp"
     " temp_basal_cancel:temp bolus:bolus bolus_cancel:bolus bolus_calc*:calc calc_set:calc_cfg"
     " calc_get*:calc_cfg suspend:reservoir resume:reservoir rewind:reservoir"
     " reservoir_insert:reservoir prime_start:reservoir prime_stop:reservoir cannula_fill:reservoir "
@@ -28,3 +28,4 @@ def lookup(cmd):
 
 def names():
     return [e.split(":")[0].rstrip("*") for e in _TABLE.split()] + ["ping"]
+

@@ -7,7 +7,7 @@
 from ..core.errors import Refused as FrameError  # same shape (code, msg); one class less in RAM
 from ..lib.crc16 import crc16
 
-MAX_FRAME = 512  # bytes including '$', '*', CRC and newline; longer lines are refused
+MAX_FRAME = 768  # bytes including '$', '*', CRC and newline; longer lines are refused (48 segments: ~590)
 HEX = b"0123456789ABCDEF"
 
 

@@ -10,10 +10,10 @@ from ..lib import overlay
 from .commands import lookup
 from .frame import MAX_FRAME, FrameError, check, encode
 
-TX_SIZE = 1280
+TX_SIZE = 1024
 CACHE_SLOT = 320  # a therapy command's reply (a bolus report is ~260 bytes)
 REPLY_RESERVE = 512
-REPLY_CACHE = 3  # recent request ids whose replies are replayed on retransmission
+REPLY_CACHE = 2  # recent request ids whose replies are replayed on retransmission
 REPLAY_WINDOW_S = 30  # ... within this many seconds; after that an id is free for reuse
 
 
@@ -32,7 +32,6 @@ class ConsoleServer:
         self.tx_tail = 0
         self.seq = 0
         self.dropped = 0
-        self.frames_ok = 0
         self.frames_bad = 0
         # Reply cache: fixed slots allocated once (long-lived objects made later would fragment
         # the heap), each [id, body crc, uptime, length] + a frame buffer.
@@ -149,7 +148,6 @@ class ConsoleServer:
                     raise FrameError("unknown_cmd", "unknown command %r" % (cmd,))
                 read_only = entry[1]
                 data = overlay.call(entry[0], cmd, self.pump, args)
-            self.frames_ok += 1
             frame = self._reply(rid, True, data)
             if not read_only:
                 self._remember(rid, crc, frame)
