@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: sim test bench lint mpy clean
+.PHONY: sim test bench accuracy lint mpy clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ test: $(STAMP) $(STUBS)
 
 bench: $(STAMP)
 	$(BIN)/python -m hil.bench
+
+# IEC 60601-2-24 trumpet curves at 0.1, 1.0 and 5.0 U/h: build/accuracy/trumpet.{json,png}
+accuracy: $(STAMP)
+	$(BIN)/python -m hil.accuracy
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,7 +1,8 @@
 """make bench: the figures the issues ask for, measured on this machine and printed.
 
 - wall time of a simulated 24 h (lockstep, 64 KB heap), median of 3 runs
-- heap: live heap of the firmware after a busy day, peak live heap, and what each module costs
+- heap: live heap after a busy day; free heap once every command overlay has run (the steady
+  state the 64 KB budget must hold); what each resident module and each overlay costs
 - console round trip over socket:// (ping), in real-time mode and in paused lockstep
 
 Numbers go to the terminal as a table and to build/bench.json. Nothing here asserts a
@@ -56,25 +57,59 @@ def rtt(mode: str, n: int = 1000) -> dict:
     return {"median_ms": statistics.median(samples), "p95_ms": samples[int(0.95 * n)], "max_ms": samples[-1], "n": n}
 
 
-MODULES = ["basalt.lib.crc16", "basalt.core.errors", "basalt.core.mechanics", "basalt.core.basal",
-           "basalt.core.limits", "basalt.core.delivery", "basalt.core.pump", "basalt.proto.frame",
-           "basalt.proto.commands", "basalt.proto.server", "basalt.app", "basalt.hal.sim",
-           "basalt.cgm.sfloat", "basalt.cgm.cgms", "basalt.cgm.validity"]
+RESIDENT = ["basalt.lib.crc16", "basalt.lib.filestore", "basalt.core.errors", "basalt.core.mechanics",
+            "basalt.core.profiles", "basalt.core.window", "basalt.core.history", "basalt.core.limits",
+            "basalt.core.delivery", "basalt.lib.overlay", "basalt.core.pump", "basalt.proto.frame",
+            "basalt.proto.commands", "basalt.proto.server", "basalt.app", "basalt.hal.sim", "board"]
+OVERLAYS = ["status", "system", "limits", "basal", "profile", "profile_sel", "temp", "bolus", "calc",
+            "calc_cfg", "reservoir", "service", "settings"]
+LATER = ["basalt.cgm.sfloat", "basalt.cgm.cgms", "basalt.cgm.validity"]  # not wired in yet (CGM issue)
 
 
-def module_costs() -> dict[str, int]:
-    """Live heap each module adds when imported (in order, so shared imports count once)."""
+def _mpy(script: str) -> str:
     tree = build("sim")
-    script = (
+    return subprocess.run([micropython_binary(), "-X", "heapsize=256K", "-c", script], capture_output=True,
+                          text=True, env=dict(os.environ, MICROPYPATH="."), cwd=tree, check=True).stdout
+
+
+def module_costs() -> tuple[dict[str, int], dict[str, int]]:
+    """Live heap each resident module adds when imported (in order, so shared imports count once),
+    and what each overlay costs while loaded (with its helpers; names already interned)."""
+    out = _mpy(
         "import gc\n"
-        f"for n in {MODULES!r}:\n"
+        f"for n in {RESIDENT + LATER!r}:\n"
         "    gc.collect(); a = gc.mem_alloc()\n"
         "    __import__(n)\n"
         "    gc.collect(); print(n, gc.mem_alloc() - a)\n"
-    )
-    out = subprocess.run([micropython_binary(), "-X", "heapsize=256K", "-c", script], capture_output=True,
-                         text=True, env=dict(os.environ, MICROPYPATH=str(tree)), check=True).stdout
-    return {line.split()[0]: int(line.split()[1]) for line in out.splitlines()}
+        "from basalt.lib import overlay\n"
+        f"for m in {OVERLAYS!r} * 2:\n"  # the second round: qstrs interned, the steady cost
+        "    gc.collect(); a = gc.mem_alloc()\n"
+        "    __import__('basalt.cmd.' + m)\n"
+        "    gc.collect(); print('overlay:' + m, gc.mem_alloc() - a)\n"
+        "    overlay.drop()\n")
+    resident, overlays = {}, {}
+    for line in out.splitlines():
+        name, n = line.split()
+        if name.startswith("overlay:"):
+            overlays[name[8:]] = int(n)
+        else:
+            resident[name] = int(n)
+    return resident, overlays
+
+
+def steady_state() -> dict:
+    """Free heap after every command overlay has run once: what every command must fit into."""
+    d = Dut.simulated()
+    try:
+        d.prepare()
+        for cmd, args in (("status", {}), ("profile_list", {}), ("profile_select", {"name": "default"}),
+                          ("history", {}), ("bolus", {"mU": 100}), ("temp_basal", {"percent": 50, "minutes": 30}),
+                          ("calc_set", {"cr": [0, 100], "isf": [0, 50], "target": [0, 100, 120]}),
+                          ("bolus_calc", {"carbs_g": 1}), ("time_get", {}), ("limits_set", {"max_bolus_mU": 9000})):
+            d.client.request(cmd, **args)
+        return d.sim.heap()
+    finally:
+        d.close()
 
 
 def main() -> None:
@@ -95,7 +130,8 @@ def main() -> None:
         prog.advance(task)
         results["rtt_lockstep_paused"] = rtt("lockstep")
         prog.advance(task)
-        results["module_heap"] = module_costs()
+        results["module_heap"], results["overlay_heap"] = module_costs()
+        results["steady_state_heap"] = steady_state()
 
     t = Table(title="Basalt benchmarks (this machine)")
     t.add_column("figure")
@@ -106,17 +142,28 @@ def main() -> None:
     t.add_row("live heap after a busy day", f"{h['alloc']} B")
     t.add_row("peak live heap (sampled after collects)", f"{h['peak']} B")
     t.add_row("free heap after a busy day", f"{h['free']} B")
+    ss = results["steady_state_heap"]
+    t.add_row("free heap, every overlay used once (steady state)", f"{ss['free']} B")
     for mode in ("realtime", "lockstep_paused"):
         r = results[f"rtt_{mode}"]
         t.add_row(f"ping round trip, socket://, {mode}", f"median {r['median_ms']:.3f} ms, p95 {r['p95_ms']:.3f} ms")
     con.print(t)
-    m = Table(title="Heap cost of each firmware module (Unix port, 64-bit, .mpy)")
+    m = Table(title="Heap cost of each resident firmware module (Unix port, 64-bit, .mpy)")
     m.add_column("module")
     m.add_column("bytes", justify="right")
     for k, v in results["module_heap"].items():
-        m.add_row(k, str(v))
-    m.add_row("[bold]total[/]", f"[bold]{sum(results['module_heap'].values())}[/]")
+        if k not in LATER:
+            m.add_row(k, str(v))
+    m.add_row("[bold]resident total[/]", f"[bold]{sum(v for k, v in results['module_heap'].items() if k not in LATER)}[/]")
+    for k in LATER:
+        m.add_row(f"[dim]{k} (CGM, not wired in yet)[/]", str(results["module_heap"][k]))
     con.print(m)
+    o = Table(title="Heap held by each command overlay while it runs (with its helpers)")
+    o.add_column("overlay (basalt/cmd/)")
+    o.add_column("bytes", justify="right")
+    for k, v in sorted(results["overlay_heap"].items(), key=lambda kv: -kv[1]):
+        o.add_row(k, str(v))
+    con.print(o)
     BUILD_DIR.mkdir(exist_ok=True)
     (BUILD_DIR / "bench.json").write_text(json.dumps(results, indent=2))
     con.print(f"written {BUILD_DIR / 'bench.json'}")

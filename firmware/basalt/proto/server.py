@@ -31,6 +31,7 @@ class ConsoleServer:
         self.tx_head = 0
         self.tx_tail = 0
         self.seq = 0
+        self.collect = False
         self.dropped = 0
         self.frames_bad = 0
         # Reply cache: fixed slots allocated once (long-lived objects made later would fragment
@@ -147,6 +148,7 @@ class ConsoleServer:
                 if entry is None:
                     raise FrameError("unknown_cmd", "unknown command %r" % (cmd,))
                 read_only = entry[1]
+                self.collect = True
                 data = overlay.call(entry[0], cmd, self.pump, args)
             frame = self._reply(rid, True, data)
             if not read_only:
@@ -159,7 +161,9 @@ class ConsoleServer:
         except Exception as e:  # noqa: BLE001 - a bug in one command must not take the pump down
             self.frames_bad += 1
             self._reply(rid, False, ("internal", "internal error: %s" % type(e).__name__))
-        gc.collect()  # reclaim the overlay before the next tick allocates around it
+        if self.collect:  # reclaim the overlay before the next tick allocates around it
+            self.collect = False
+            gc.collect()
 
     def _remember(self, rid, crc, frame):
         n = len(frame)
