@@ -11,7 +11,7 @@ VERSION = "0.2.0"
 def build(hal, board):
     mech = Mechanics(board.NL_PER_STEP, board.RESERVOIR_CAPACITY_STEPS, board.MOTOR_MAX_HZ)
     server = ConsoleServer(hal.console, VERSION + "/" + board.NAME)
-    pump = Pump(hal.motor, mech, server.event)
+    pump = Pump(hal.motor, mech, server.event, hal.annunciator)
     pump.storage = hal.storage
     server.pump = pump
     if not overlay.call("settings", "load", pump):

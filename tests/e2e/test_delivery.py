@@ -109,3 +109,17 @@ def test_lockstep_runs_are_identical(tmp_path):
         finally:
             d.close()
     assert logs[0] == logs[1] and len(logs[0]) > 100
+
+
+def test_annunciator_shows_state_and_sounds_alarms(sim_dut):
+    """The core reaches the buzzer and LED only through the annunciator HAL; the simulator's
+    board records every pattern with its virtual time."""
+    sim, c = sim_dut.sim, sim_dut.client
+    sim_dut.prepare(reservoir_mu=1000, segments=[[0, 3000]])  # 1 U at 3 U/h runs dry in 20 min
+    seen = [(kind, pattern) for _, kind, pattern in sim.annunciations]
+    assert ("led", "ok") in seen and ("buzzer", "chirp") in seen  # resumed
+    sim.advance(3600_000)
+    alarm_t = [t for t, kind, pattern in sim.annunciations if kind == "buzzer" and pattern == "alarm"]
+    assert alarm_t, sim.annunciations
+    assert c.request("status")["reason"] == "reservoir_empty"
+    assert ("led", "warn") in [(k, p) for _, k, p in sim.annunciations]

@@ -37,3 +37,11 @@ def name_arg(args, key="name"):
         if not (c.isalpha() or c.isdigit() or c in "_-"):
             raise Refused("bad_arg", key + " may hold letters, digits, _ and - only")
     return n
+
+
+def profile_index(pump, args):
+    """The index of the profile args["name"] names; refuse if there is none."""
+    i = find_profile(pump.profiles, name_arg(args))
+    if i < 0:
+        raise Refused("range", "no profile named " + args["name"])
+    return i

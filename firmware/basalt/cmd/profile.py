@@ -1,14 +1,6 @@
 # Basal profiles: list, read, select, delete (editing is basal.py).
-from ..core.errors import Refused
-from ._prof import daily_steps, find_profile, name_arg, segments
+from ._prof import daily_steps, profile_index, segments
 from ._util import only
-
-
-def _profile(pump, args):
-    i = find_profile(pump.profiles, name_arg(args))
-    if i < 0:
-        raise Refused("range", "no profile named " + args["name"])
-    return i
 
 
 def profile_list(pump, args):
@@ -20,7 +12,7 @@ def profile_list(pump, args):
 
 def profile_get(pump, args):
     only(args, "name")
-    i = _profile(pump, args)
+    i = profile_index(pump, args)
     return {"name": pump.profiles.names[i], "segments": segments(pump.profiles, i),
             "active": i == pump.profiles.active}
 

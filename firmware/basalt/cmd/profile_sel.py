@@ -2,20 +2,13 @@
 from ..core.errors import Refused
 from ..core.history import PROFILE_SELECT
 from . import _guard, _save
-from ._prof import find_profile, max_rate, name_arg
+from ._prof import max_rate, profile_index
 from ._util import only
-
-
-def _profile(pump, args):
-    i = find_profile(pump.profiles, name_arg(args))
-    if i < 0:
-        raise Refused("range", "no profile named " + args["name"])
-    return i
 
 
 def profile_select(pump, args):
     only(args, "name")
-    i = _profile(pump, args)
+    i = profile_index(pump, args)
     p = pump.profiles
     _guard.check(pump, basal_muh=_guard.bound_with(pump, max_rate(p, i)))
     old = p.active
@@ -31,7 +24,7 @@ def profile_select(pump, args):
 
 def profile_delete(pump, args):
     only(args, "name")
-    i = _profile(pump, args)
+    i = profile_index(pump, args)
     p = pump.profiles
     if i == p.active:
         raise Refused("state", "the active profile cannot be deleted")

@@ -28,6 +28,7 @@ def resume(pump, args):
     pump.reason = 0
     pump.record(RESUME)
     pump.emit("state", {"state": P.RUNNING, "reason": "user"})
+    pump.show("ok", "chirp")
     return {"state": P.RUNNING}
 
 

@@ -47,16 +47,17 @@ CANNULA_FILL_MU = 300  # 0.3 U, the soft-cannula fill volume of common infusion 
 
 
 class Pump:
-    def __init__(self, motor, mech, emit=None):
+    def __init__(self, motor, mech, emit=None, annunciator=None):
         self.mech = mech
         self.delivery = Delivery(motor, mech)
         self.emit = emit or (lambda name, data: None)
-        self.storage = None  # the storage HAL, for basalt/cmd/settings.py
+        self.annunciator = annunciator  # buzzer + LED (HAL); the alarm system (next issue) drives more
+        self.storage = None  # the storage HAL, for the settings overlays (cmd/_save.py, cmd/settings.py)
         self.limits = Limits()
         self.profiles = Profiles()
         self.win = Windows()
         self.history = History()
-        self.calc = None  # bolus calculator settings (basalt/cmd/bolus.py), None until set
+        self.calc = None  # bolus calculator settings (cmd/calc_cfg.py), None until set
         self.state = SUSPENDED
         self.reason = 0
         self.res_state = NONE
@@ -260,11 +261,21 @@ class Pump:
             self.reason = reason
             self.record(SUSPEND, reason)
             self.emit("state", {"state": SUSPENDED, "reason": REASONS[reason]})
+            self.show("warn")
             if reason == 2:
                 self.alarm("reservoir_empty")
         return out
 
+    def show(self, led, buzzer=None):
+        """Tell the user through the annunciator HAL: LED pattern, and a buzzer pattern if given."""
+        a = self.annunciator
+        if a is not None:
+            a.led(led)
+            if buzzer:
+                a.buzzer(buzzer)
+
     def alarm(self, name, detail=None):
+        self.show("alarm", "alarm")
         self.record(ALARM, ALARMS.index(name) if name in ALARMS else 0)
         ev = {"alarm": name, "priority": "high"}
         if detail:
