@@ -887,6 +887,17 @@ def _fields(raw: dict, what: str, skip: tuple[str, ...]) -> dict[str, Compare]:
     return fields
 
 
+def _matchers(v: Any, what: str, absent: bool, name_key: str):
+    """One or a list of event/history matchers -> (spec, description) pairs."""
+    specs = v if isinstance(v, list) else [v]
+    if not specs:
+        raise _Bad("an empty list expects nothing", what)
+    for n, spec in enumerate(specs):
+        es = _event_spec(spec, what if len(specs) == 1 else f"{what}[{n}]", absent, name_key)
+        inner = ", ".join(f"{fk}={fc.describe()}" for fk, fc in es["fields"].items())
+        yield es, es["name"] + (f"({inner})" if inner else "")
+
+
 def _event_spec(raw: Any, what: str, absent: bool, name_key: str = "name") -> dict:
     if isinstance(raw, str):
         raw = {name_key: raw}
@@ -961,14 +972,7 @@ def _checks(raw: Any, step: Step, last_bolus_ms: int | None) -> list[Check]:
                 raise _Bad("write 'pump_matches_plant: true'", what)
             out.append(Check(k, "pump total = plant total"))
         elif k in ("event", "no_event"):
-            specs = v if isinstance(v, list) else [v]
-            if not specs:
-                raise _Bad("an empty list expects nothing", what)
-            for n, spec in enumerate(specs):
-                w = what if len(specs) == 1 else f"{what}[{n}]"
-                es = _event_spec(spec, w, k == "no_event")
-                inner = ", ".join(f"{fk}={fc.describe()}" for fk, fc in es["fields"].items())
-                desc = es["name"] + (f"({inner})" if inner else "")
+            for es, desc in _matchers(v, what, k == "no_event", "name"):
                 out.append(Check(k, f"{'no ' if k == 'no_event' else ''}event {desc}", es["count"], es))
         elif k == "limits":
             lim = _with_field(what, _limits, v)
@@ -985,14 +989,7 @@ def _checks(raw: Any, step: Step, last_bolus_ms: int | None) -> list[Check]:
             for name, segs in profs.items():
                 out.append(Check(k, f"profile {name}", Compare("eq", segs, unit="segments"), {"name": name}))
         elif k in ("history", "no_history"):
-            specs = v if isinstance(v, list) else [v]
-            if not specs:
-                raise _Bad("an empty list expects nothing", what)
-            for n, spec in enumerate(specs):
-                w = what if len(specs) == 1 else f"{what}[{n}]"
-                hs = _event_spec(spec, w, k == "no_history", "type")
-                inner = ", ".join(f"{fk}={fc.describe()}" for fk, fc in hs["fields"].items())
-                desc = hs["name"] + (f"({inner})" if inner else "")
+            for hs, desc in _matchers(v, what, k == "no_history", "type"):
                 out.append(Check(k, f"{'no ' if k == 'no_history' else ''}history {desc}", hs["count"], hs))
         elif k in ("reply", "calc"):
             if not step.action or step.expect_refused:
