@@ -722,6 +722,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--count", type=int, default=None, metavar="N", help="stop after N events")
     ev.add_argument("--for", dest="for_s", type=float, default=None, metavar="SECONDS",
                     help="stop after this many seconds")
+
+    from host import cgm  # `pumpctl cgm scan|watch`: Bluetooth CGM sensors via bleak (host/cgm.py)
+    cgm.add_parser(sp, add, group)
     return p
 
 
@@ -741,6 +744,15 @@ def open_client(url: str, timeout: float) -> PumpClient:
 
 
 def run(a: argparse.Namespace, out: Out) -> int:
+    if a.command == "cgm":  # no pump port: talks Bluetooth (host/cgm.py)
+        from host import cgm
+        try:
+            cgm.run(a, out)
+        except ValueError as e:
+            raise LocalError(str(e)) from None
+        except cgm.CgmError as e:
+            raise TransportError(str(e)) from None
+        return EXIT_OK
     prepare(a)  # LocalError before any byte is sent
     if not a.port:
         raise LocalError("no port: give --port URL or set BASALT_PORT")
@@ -778,7 +790,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_TRANSPORT
     except KeyboardInterrupt:
         # Stopping `events` with Ctrl-C is the normal way to end it.
-        return EXIT_OK if a.command == "events" else EXIT_INTERRUPTED
+        return EXIT_OK if a.command == "events" or getattr(a, "cgm_cmd", None) == "watch" else EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":
