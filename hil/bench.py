@@ -76,19 +76,29 @@ def module_costs() -> tuple[dict[str, int], dict[str, int]]:
     """Live heap each resident module adds when imported (in order, so shared imports count once),
     and what each overlay costs while loaded (with its helpers; names already interned)."""
     out = _mpy(
-        "import gc\n"
-        f"for n in {RESIDENT + LATER!r}:\n"
+        "import gc, micropython\n"
+        "def cost(n):\n"
         "    gc.collect(); a = gc.mem_alloc()\n"
         "    __import__(n)\n"
         "    gc.collect(); print(n, gc.mem_alloc() - a)\n"
+        f"for n in {RESIDENT!r}:\n"
+        "    cost(n)\n"
         "from basalt.lib import overlay\n"
-        f"for m in {OVERLAYS!r} * 2:\n"  # the second round: qstrs interned, the steady cost
+        f"for m in {OVERLAYS!r}:\n"
+        "    __import__('basalt.cmd.' + m); overlay.drop()\n"
+        "micropython.qstr_info()\n"  # "qstr pool: n_pool=.., n_qstr=N, ..." once every overlay ran
+        f"for n in {LATER!r}:\n"
+        "    cost(n)\n"
+        f"for m in {OVERLAYS!r}:\n"  # names interned now: the steady cost of each overlay
         "    gc.collect(); a = gc.mem_alloc()\n"
         "    __import__('basalt.cmd.' + m)\n"
         "    gc.collect(); print('overlay:' + m, gc.mem_alloc() - a)\n"
         "    overlay.drop()\n")
     resident, overlays = {}, {}
     for line in out.splitlines():
+        if line.startswith("qstr pool:"):
+            resident["__qstrs__"] = int(line.split("n_qstr=")[1].split(",")[0])
+            continue
         name, n = line.split()
         if name.startswith("overlay:"):
             overlays[name[8:]] = int(n)
@@ -144,6 +154,9 @@ def main() -> None:
     t.add_row("free heap after a busy day", f"{h['free']} B")
     ss = results["steady_state_heap"]
     t.add_row("free heap, every overlay used once (steady state)", f"{ss['free']} B")
+    q = results["module_heap"].pop("__qstrs__")
+    results["interned_names"] = q
+    t.add_row("interned names, every overlay used once", f"{q} (the qstr pool grows by ~7.2 KB past ~620)")
     for mode in ("realtime", "lockstep_paused"):
         r = results[f"rtt_{mode}"]
         t.add_row(f"ping round trip, socket://, {mode}", f"median {r['median_ms']:.3f} ms, p95 {r['p95_ms']:.3f} ms")
