@@ -27,9 +27,10 @@ def sources(board: str = "sim") -> list[tuple[Path, Path]]:
 
 
 def compile_one(src: Path, dst: Path, name: str | None = None) -> None:
-    """Compile src to dst. `name` is the source name recorded for tracebacks: a short relative
-    path, because the firmware interns it for good - an absolute path per module costs the
-    64 KB heap ~1 KB over the whole firmware."""
+    """Compile src to dst. `name` is the source name recorded for tracebacks. The firmware
+    interns it for good, so the build records exactly the module's own __file__ as the simulator
+    and boards load it ("basalt/core/pump.mpy"): one interned name per module instead of two
+    (docs/memory.md - each name counts toward the qstr-pool cliff)."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     cmd = [mpy_cross_binary(), "-o", str(dst)]
     if name:
@@ -46,7 +47,7 @@ def build(board: str = "sim") -> Path:
         dst = out / rel
         wanted.add(dst)
         if not dst.exists() or dst.stat().st_mtime < src.stat().st_mtime:
-            compile_one(src, dst, rel.with_suffix(".py").as_posix())
+            compile_one(src, dst, rel.as_posix())
     for stale in out.rglob("*.mpy"):  # a deleted source must not linger as bytecode
         if stale not in wanted:
             stale.unlink()
