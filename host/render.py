@@ -11,21 +11,10 @@ from decimal import Decimal
 
 from rich.table import Table
 
-from host.units import fmt_hhmm, fmt_u, pairs
+from host.units import LIMITS, fmt_hhmm, fmt_u, pairs
 
 DAY_MIN = 1440
 
-# Friendly limit names (what pumpctl accepts and shows) -> (protocol key, display unit).
-# Every limit is carried in milli-units of its display unit, so one conversion fits all.
-LIMITS = {
-    "max_bolus": ("max_bolus_mU", "U"),
-    "max_basal": ("max_basal_mUh", "U/h"),
-    "max_hour": ("max_hour_mU", "U"),
-    "max_day": ("max_day_mU", "U"),
-    "max_iob": ("max_iob_mU", "U"),
-    "bolus_speed": ("bolus_speed_mU_min", "U/min"),
-    "bolus_increment": ("bolus_increment_mU", "U"),
-}
 LIMIT_NAME = {key: name for name, (key, _unit) in LIMITS.items()}
 LIMIT_HELP = {
     "max_hour": "in any 60 minutes",

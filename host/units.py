@@ -7,6 +7,18 @@ from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
 
+# Friendly limit names (what pumpctl and scenarios accept and show) -> (protocol key, display
+# unit). Every limit is carried in milli-units of its display unit, so one conversion fits all.
+LIMITS = {
+    "max_bolus": ("max_bolus_mU", "U"),
+    "max_basal": ("max_basal_mUh", "U/h"),
+    "max_hour": ("max_hour_mU", "U"),
+    "max_day": ("max_day_mU", "U"),
+    "max_iob": ("max_iob_mU", "U"),
+    "bolus_speed": ("bolus_speed_mU_min", "U/min"),
+    "bolus_increment": ("bolus_increment_mU", "U"),
+}
+
 
 class UnitError(ValueError):
     pass

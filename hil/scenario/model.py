@@ -16,23 +16,12 @@ from typing import Any
 
 import yaml
 
-from host.units import UnitError, parse_hhmm, parse_segments, to_mu
+from host.units import LIMITS, UnitError, parse_hhmm, parse_segments, to_mu
 
 MAX_HOURS = 999  # a scenario longer than ~41 days is a typo
 
 # The pump's refusal codes (firmware/basalt/core/errors.py users) a scenario may expect.
 REFUSAL_CODES = ("limit", "range", "state", "busy", "reservoir", "bad_arg", "storage", "duplicate")
-
-# Friendly limit names -> (protocol key, unit label). All are milli-quantities of the label.
-LIMITS = {
-    "max_bolus": ("max_bolus_mU", "U"),
-    "max_basal": ("max_basal_mUh", "U/h"),
-    "bolus_speed": ("bolus_speed_mU_min", "U/min"),
-    "bolus_increment": ("bolus_increment_mU", "U"),
-    "max_hour": ("max_hour_mU", "U"),
-    "max_day": ("max_day_mU", "U"),
-    "max_iob": ("max_iob_mU", "U"),
-}
 
 # Status expectations: friendly name -> (how to read it from a status reply, unit label or kind).
 STATUS_FIELDS = {

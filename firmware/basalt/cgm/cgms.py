@@ -13,14 +13,9 @@
 try:
     from micropython import const
 except ImportError:  # CPython: const() is a no-op, and every _NAME constant is also readable as NAME
-    def const(x):
-        return x
+    from ..lib.cpython import const, exports
 
-    def __getattr__(name):
-        v = globals().get("_" + name)
-        if isinstance(v, int) and name.isupper():
-            return v
-        raise AttributeError(name)
+    __getattr__ = exports(globals())
 
 from ..lib.crc16 import crc16
 from .sfloat import scaled

@@ -10,14 +10,9 @@ from array import array
 try:
     from micropython import const
 except ImportError:  # CPython: const() is a no-op, and every _NAME constant is also readable as NAME
-    def const(x):
-        return x
+    from ..lib.cpython import const, exports
 
-    def __getattr__(name):
-        v = globals().get("_" + name)
-        if isinstance(v, int) and name.isupper():
-            return v
-        raise AttributeError(name)
+    __getattr__ = exports(globals())
 
 _R_OK = const(0)
 _R_MALFORMED = const(1)  # record framing error (Size / flags)
