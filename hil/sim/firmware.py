@@ -32,6 +32,43 @@ class FirmwareDied(RuntimeError):
     pass
 
 
+class SimDevice:
+    """Simulated hardware beside the plant that acts at virtual times of its own. Subclass and
+    append to SimPump.devices. In lockstep, SimPump.run_until pauses the firmware at every
+    due_ms() and calls at(); bus messages from the firmware reach on_message (from the bus
+    reader thread, so a reply the firmware blocks on can be sent from there)."""
+
+    def due_ms(self, now_ms: int) -> int | None:
+        """The next virtual time (> now_ms) at which this device must act, or None."""
+        return None
+
+    def at(self, sim: SimPump, t_ms: int) -> None:
+        """The firmware is paused at t_ms: push whatever inputs are due (sim.send_line)."""
+
+    def on_message(self, sim: SimPump, kind: str, fields: list[str]) -> None:
+        """A bus message from the firmware (hal/sim.py's table), e.g. "M" for a step train."""
+
+
+class NominalHardware(SimDevice):
+    """The board's sensors at nominal values: zero force, a full battery, a seated reservoir, and
+    an encoder that follows the plant exactly. Answers every train (@M) and cut (@X) with the
+    readings the firmware will see at its next tick, as the bus requires."""
+
+    def __init__(self) -> None:
+        self.encoder = 0
+        self._last = (0, 1)  # the latest train: (steps, direction)
+
+    def on_message(self, sim: SimPump, kind: str, fields: list[str]) -> None:
+        if kind == "M":
+            self._last = (int(fields[1]), int(fields[3]))
+            self.encoder += self._last[0] * self._last[1]
+        elif kind == "X":
+            self.encoder -= (self._last[0] - int(fields[1])) * self._last[1]
+        else:
+            return
+        sim.send_line(f"S 512 2606 1 {self.encoder}")
+
+
 class SimPump:
     def __init__(self, storage_dir: str | os.PathLike | None = None, mode: str = "lockstep",
                  heap: str = DEFAULT_HEAP, micropython: str | None = None, board: str = "sim",
@@ -49,6 +86,9 @@ class SimPump:
         self.plant = SyringePlant(nl_per_step=self._board_value("NL_PER_STEP"))
         self.annunciations: list[tuple[int, str, str]] = []  # (t_ms, "buzzer"|"led", pattern)
         self.listeners: list[Callable[[str, list[str]], None]] = []  # extra bus observers
+        # Simulated hardware that acts at virtual times of its own (sensors, radio, injected
+        # faults): see SimDevice. run_until pauses the firmware at each time a device is due.
+        self.devices: list[SimDevice] = [NominalHardware()]
         self.now_ms = 0
         self.heap_info: dict[str, int] = {}
         self._cv = threading.Condition()
@@ -137,14 +177,30 @@ class SimPump:
 
     # ---- time -----------------------------------------------------------------------------------
     def run_until(self, t_ms: int, timeout: float = 600.0) -> None:
-        """Grant virtual time up to t_ms and wait until the firmware has reached it."""
+        """Grant virtual time up to t_ms and wait until the firmware has reached it. The grant is
+        split at every time a device (self.devices) is due, and each due device acts while the
+        firmware is paused there, so its inputs reach the firmware at exactly that virtual time."""
         if self.mode != "lockstep":
             raise RuntimeError("run_until needs lockstep mode")
         t_ms = int(t_ms)
         if t_ms < self.now_ms:
             raise ValueError(f"time only moves forward (now {self.now_ms} ms, asked {t_ms} ms)")
-        self._send(f"G {t_ms}")
-        self._wait(lambda: self._acked >= t_ms, timeout, f"virtual time {t_ms} ms")
+        while True:
+            stop = t_ms
+            for d in self.devices:
+                due = d.due_ms(self.now_ms)
+                if due is not None and self.now_ms < due < stop:
+                    stop = due
+            self._send(f"G {stop}")
+            self._wait(lambda s=stop: self._acked >= s, timeout, f"virtual time {stop} ms")
+            for d in self.devices:
+                d.at(self, stop)
+            if stop >= t_ms:
+                return
+
+    def send_line(self, line: str) -> None:
+        """Send one bus line to the firmware (devices use this; see the bus table in hal/sim.py)."""
+        self._send(line)
 
     def advance(self, ms: int, timeout: float = 600.0) -> None:
         self.run_until(self.now_ms + int(ms), timeout)
@@ -210,3 +266,5 @@ class SimPump:
                 self._cv.notify_all()
         for fn in self.listeners:
             fn(kind, f[1:])
+        for d in self.devices:
+            d.on_message(self, kind, f[1:])

@@ -1,21 +1,31 @@
 # The simulator HAL for the MicroPython Unix port: one object, the simulated board, that is
-# the core's clock, motor, console and annunciator at once (one class: in a 64 KB heap each
-# class and name costs). The harness (hil/sim) owns the hardware: this process talks to it
-# over a TCP "bus" of one-line messages, and serves the pump's console on its own TCP port,
-# so hosts connect with pyserial's socket://127.0.0.1:PORT.
+# the core's clock, motor, console, annunciator, sensors and watchdog at once (one class: in a
+# 64 KB heap each class and name costs). The harness (hil/sim) owns the hardware: this process
+# talks to it over a TCP "bus" of one-line messages, and serves the pump's console on its own
+# TCP port, so hosts connect with pyserial's socket://127.0.0.1:PORT.
 #
 # Bus, firmware -> harness                      harness -> firmware
 #   @R <console_port>         ready               G <t_ms>   grant: run until virtual t_ms
 #   @A <t_ms>                 paused at t_ms      I          ask for heap figures
-#   @M <t_ms> <n> <hz> <dir>  step train start    Q          quit
-#   @X <t_ms> <emitted>       train cut short
-#   @B <t_ms> <pattern>       buzzer     @L <t_ms> <pattern>  LED
+#   @M <t_ms> <n> <hz> <dir>  step train start    Q          quit (orderly shutdown)
+#   @X <t_ms> <emitted>       train cut short     S <p> <v> <flags> <enc>  sensor readings
+#   @E <t_ms> <0|1>           motor driver enable H          hang (a stuck driver)
+#   @B <t_ms> <pattern>       buzzer              K <n>      power cut after n more bytes
+#   @L <t_ms> <pattern>       LED                            reach storage (a torn write)
+#   @V <t_ms> <pattern>       vibration motor     b ...      radio (boards/sim/bluetooth.py)
+#   @W <t_ms> <timeout_ms>    watchdog started
+#   @T <t_ms>                 watchdog expired: the process exits with status 3 (a reset)
 #   @I <t_ms> <alloc> <free> <peak>  heap after a collect; peak = highest live heap seen
+#   @b ...                    radio requests
 #
 # Lockstep (here): virtual time moves only when the harness grants it, and console input is
 # handled only while paused, so a run is the same every time. Real time: sim_rt.py.
 # Motor: steps of a train fall at t0 + i*1000/hz ms (i = 0..n-1); the harness's plant expands
-# @M messages by the same rule, so both agree on every step and its time.
+# @M messages by the same rule, so both agree on every step and its time. After each @M/@X the HAL
+# waits for the harness's S: the readings (force sensor, battery, reservoir switch, encoder)
+# the firmware will see at its next tick, once the train has run. Idle readings are pushed
+# while the firmware is paused. S fields: ADC counts for pressure and battery, flags bit0 =
+# reservoir seated, enc = the motor encoder's cumulative position (counts, forward positive).
 import gc
 import select
 import socket
@@ -24,6 +34,8 @@ from ..lib.filestore import FileStore
 
 TICK_MS = 1000
 GC_EVERY_TICKS = 600  # sample the live heap every 10 simulated minutes
+RX = 256  # longest bus line (radio lines carry hex payloads)
+BUS = None  # the Hal, for the radio shim (boards/sim/bluetooth.py)
 
 
 def _addr(port):
@@ -31,15 +43,22 @@ def _addr(port):
 
 
 class Hal:
-    def __init__(self, bus_port, console_port, root):
+    def __init__(self, bus_port, console_port, root, reset="power"):
+        global BUS
+        BUS = self
         gc.threshold(4096)  # in a 64 KB heap fragmentation, not total use, is what fails
         self.clock = self.motor = self.console = self.annunciator = self
+        self.cause = reset
+        self.sensed = [512, 2606, 1, 0]  # nominal until the harness's first S: zero force, 4.2 V
+        self.ble = None  # the radio shim, once imported: rx(line) per b line, deliver() per wait
+        self.waiting = self.reply = None  # request(): the prefix awaited, the line that came
+        self.wdt_ms = self.fed = 0
         self.storage = FileStore(root)
         self.poller = select.poll()
         s = socket.socket()
         s.connect(_addr(bus_port))
         self.bus = s
-        self.rx = bytearray(64)
+        self.rx = bytearray(RX)
         self.rx_len = 0
         self.poller.register(s, select.POLLIN)
         ls = socket.socket()
@@ -63,7 +82,7 @@ class Hal:
             data = data[self.bus.write(data):]
 
     def _read_bus(self):
-        chunk = self.bus.recv(64 - self.rx_len)  # recv: a blocking readinto waits to fill
+        chunk = self.bus.recv(RX - self.rx_len)  # recv: a blocking readinto waits to fill
         if not chunk:
             raise SystemExit(0)  # the harness went away: nothing left to drive us
         n = self.rx_len + len(chunk)
@@ -73,15 +92,45 @@ class Hal:
             if self.rx[i] == 10:
                 m = bytes(self.rx[start:i])
                 start = i + 1
-                if m[:1] == b"G":
+                c = m[:1]
+                if self.waiting and m.startswith(self.waiting):
+                    self.reply = m
+                if c == b"S":
+                    f = m.split()
+                    for k in range(4):
+                        self.sensed[k] = int(f[k + 1])
+                elif c == b"G":
                     self.granted = int(m[2:])
-                elif m[:1] == b"I":
+                elif c == b"b":
+                    if self.ble:
+                        self.ble.rx(m)
+                elif c == b"I":
                     self._sample()
                     self.send("I %d %d %d %d" % (self.now_ms(), gc.mem_alloc(), gc.mem_free(), self.peak))
-                elif m[:1] == b"Q":
+                elif c == b"K":
+                    self.storage.cut = int(m[2:])
+                elif c == b"H":
+                    while True:  # a driver that never returns: only the watchdog ends this
+                        pass
+                elif c == b"Q":
                     raise SystemExit(0)
+        if start == 0 and n == RX:
+            raise ValueError("bus line too long")
         self.rx[0:n - start] = self.rx[start:n]
         self.rx_len = n - start
+
+    def request(self, line, prefix):
+        """Send a bus line and serve the bus until a line starting with prefix arrives (every
+        other line is handled as usual meanwhile); return that line."""
+        self.waiting = prefix
+        self.reply = None
+        self.send(line)
+        try:
+            while self.reply is None:
+                self._read_bus()
+        finally:
+            self.waiting = None
+        return self.reply
 
     def _sample(self):
         gc.collect()
@@ -117,6 +166,11 @@ class Hal:
         return False
 
     def wait(self):
+        if self.ble:
+            self.ble.deliver()
+        if self.wdt_ms and self.now - self.fed > self.wdt_ms:
+            self.send("T %d" % self.now)
+            raise SystemExit(3)  # the watchdog resets the board
         if self.next_tick <= self.granted:
             self.now = self.next_tick
             return self._ticked()
@@ -163,7 +217,14 @@ class Hal:
     def start(self, n, hz, direction):
         self.stop()
         self.t0, self.n, self.hz, self.final = self.now_ms(), n, hz, -1
-        self.send("M %d %d %d %d" % (self.t0, n, hz, direction))
+        self._train("M %d %d %d %d" % (self.t0, n, hz, direction))
+
+    def _train(self, line):
+        self.request(line, b"S")  # lockstep: the readings after this train (or cut), before time moves
+
+    def enable(self, on):
+        """The driver's enable pin: off de-energises the motor (stops a runaway)."""
+        self.send("E %d %d" % (self.now_ms(), 1 if on else 0))
 
     def busy(self):
         return self.count() < self.n
@@ -172,7 +233,7 @@ class Hal:
         if self.final < 0:
             e = self.count()
             if e < self.n:
-                self.send("X %d %d" % (self.now_ms(), e))
+                self._train("X %d %d" % (self.now_ms(), e))
             self.final = e
         return self.final
 
@@ -183,11 +244,29 @@ class Hal:
     def led(self, pattern):
         self.send("L %d %s" % (self.now_ms(), pattern))
 
+    def vibrate(self, pattern):
+        self.send("V %d %s" % (self.now_ms(), pattern))
+
+    # ---- sensors and watchdog -------------------------------------------------------------
+    def sense(self):
+        return self.sensed
+
+    def wdt_start(self, ms):
+        self.wdt_ms = ms
+        self.fed = self.now
+        self.send("W %d %d" % (self.now, ms))
+
+    def wdt_feed(self):
+        self.fed = self.now
+
+    def reset_cause(self):
+        return self.cause
+
 
 def make_hal(board, argv):
     if board.TICK_MS != TICK_MS:
         raise ValueError("the core's control period is 1000 ms")
-    o = {"--bus": None, "--console": None, "--storage": "/tmp/basalt-sim", "--mode": "lockstep"}
+    o = {"--bus": None, "--console": None, "--storage": "/tmp/basalt-sim", "--mode": "lockstep", "--reset": "power"}
     for i in range(0, len(argv) - 1, 2):
         o[argv[i]] = argv[i + 1]
     if o["--bus"] is None or o["--console"] is None:
@@ -196,6 +275,6 @@ def make_hal(board, argv):
     cls = Hal
     if o["--mode"] == "realtime":
         from .sim_rt import RealtimeHal as cls
-    h = cls(int(o["--bus"]), int(o["--console"]), o["--storage"])
+    h = cls(int(o["--bus"]), int(o["--console"]), o["--storage"], o["--reset"])
     h.send("R %d" % h.port)
     return h
