@@ -1,22 +1,22 @@
 # Basal profiles: select the active one, delete one (reading is profile.py, editing basal.py).
-from ..core.errors import Refused
+from .. import lib as overlay
+from ..core import Refused
 from ..core.history import PROFILE_SELECT
-from . import _guard, _save
-from ._prof import max_rate, profile_index
-from ._util import only
+from . import commit, only
+from ._prof import profile_index
 
 
 def profile_select(pump, args):
     only(args, "name")
     i = profile_index(pump, args)
     p = pump.profiles
-    _guard.check(pump, basal_muh=_guard.bound_with(pump, max_rate(p, i)))
+    overlay.run("_guard", "check", pump, peak=max(p.rates[i]))
     old = p.active
     p.active = i
 
     def undo():
         p.active = old
-    _save.commit(pump, undo)
+    commit(pump, undo)
     pump.record(PROFILE_SELECT, i)
     pump.emit("basal", {"profile": p.names[i], "active": True})
     return {"active": p.names[i]}
@@ -29,12 +29,13 @@ def profile_delete(pump, args):
     if i == p.active:
         raise Refused("state", "the active profile cannot be deleted")
     name, rates, active = p.names.pop(i), p.rates.pop(i), p.active
+    p.rates.append(rates)  # its array becomes the spare one (core.Profiles keeps all of them)
     if p.active > i:
         p.active -= 1
 
     def undo():
         p.names.insert(i, name)
-        p.rates.insert(i, rates)
+        p.rates.insert(i, p.rates.pop())
         p.active = active
-    _save.commit(pump, undo, profiles=True)
+    commit(pump, undo, profiles=True)
     return {"profiles": list(p.names)}
