@@ -1,14 +1,17 @@
 # Entry point on every target. `board.py` (deployed beside this file, or found on the path in
-# the simulator) names the HAL module; the HAL builds the hardware objects; app.run loops.
+# the simulator) names the HAL module; the HAL builds the hardware objects; basalt/boot.py
+# builds the pump; basalt/app.py loops.
 import board
 
 
 def main(argv=()):
-    hal_mod = __import__(board.HAL, None, None, ("make_hal",))
-    hal = hal_mod.make_hal(board, argv)
+    hal = __import__(board.HAL, None, None, ("make_hal",)).make_hal(board, argv)
+    from basalt.boot import build
+
+    pump, server = build(hal, board)
     from basalt.app import run
 
-    run(hal, board)
+    run(hal, pump, server)
 
 
 if __name__ == "__main__":

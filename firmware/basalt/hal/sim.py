@@ -30,16 +30,14 @@ import gc
 import select
 import socket
 
+from micropython import const
+
 from ..lib.filestore import FileStore
 
 TICK_MS = 1000
-GC_EVERY_TICKS = 600  # sample the live heap every 10 simulated minutes
-RX = 256  # longest bus line (radio lines carry hex payloads)
+_GC_EVERY_TICKS = const(600)  # sample the live heap every 10 simulated minutes
+_RX = const(256)  # longest bus line (radio lines carry hex payloads)
 BUS = None  # the Hal, for the radio shim (boards/sim/bluetooth.py)
-
-
-def _addr(port):
-    return socket.getaddrinfo("127.0.0.1", port)[0][-1]
 
 
 class Hal:
@@ -54,19 +52,18 @@ class Hal:
         self.waiting = self.reply = None  # request(): the prefix awaited, the line that came
         self.wdt_ms = self.fed = 0
         self.storage = FileStore(root)
-        self.poller = select.poll()
-        s = socket.socket()
-        s.connect(_addr(bus_port))
-        self.bus = s
-        self.rx = bytearray(RX)
+        self.poller = p = select.poll()
+        self.bus = s = socket.socket()
+        s.connect(socket.getaddrinfo("127.0.0.1", bus_port)[0][-1])
+        s.setsockopt(6, 1, 1)  # IPPROTO_TCP, TCP_NODELAY: unanswered lines must not wait 40 ms
+        self.rx = bytearray(_RX)
         self.rx_len = 0
-        self.poller.register(s, select.POLLIN)
-        ls = socket.socket()
-        ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        ls.bind(_addr(console_port))
-        ls.listen(1)
-        self.poller.register(ls, select.POLLIN)
-        self.listener = ls
+        p.register(s, select.POLLIN)
+        self.listener = s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(socket.getaddrinfo("127.0.0.1", console_port)[0][-1])
+        s.listen(1)
+        p.register(s, select.POLLIN)
         self.client = None
         self.port = console_port
         self.now = self.granted = self.ticks = self.peak = 0
@@ -81,42 +78,58 @@ class Hal:
         while data:
             data = data[self.bus.write(data):]
 
+    def _num(self, i):
+        """The decimal number at rx[i] (sign allowed), parsed in place; self.at = past its end."""
+        rx = self.rx
+        neg = rx[i] == 45  # '-'
+        i += neg
+        v = 0
+        while 48 <= rx[i] <= 57:
+            v = v * 10 + rx[i] - 48
+            i += 1
+        self.at = i + 1
+        return -v if neg else v
+
     def _read_bus(self):
-        chunk = self.bus.recv(RX - self.rx_len)  # recv: a blocking readinto waits to fill
+        rx = self.rx
+        chunk = self.bus.recv(_RX - self.rx_len)  # recv: a blocking readinto waits to fill
         if not chunk:
             raise SystemExit(0)  # the harness went away: nothing left to drive us
         n = self.rx_len + len(chunk)
-        self.rx[self.rx_len:n] = chunk
+        rx[self.rx_len:n] = chunk
         start = 0
         for i in range(n):
-            if self.rx[i] == 10:
-                m = bytes(self.rx[start:i])
-                start = i + 1
-                c = m[:1]
+            if rx[i] != 10:
+                continue
+            # Numbers are parsed in place; a line becomes an object only for whoever keeps it
+            # (the radio shim, request()'s caller).
+            c = rx[start]
+            if c == 98 or self.waiting and rx.startswith(self.waiting, start):  # 'b'
+                m = bytes(rx[start:i])
+                if c == 98 and self.ble:
+                    self.ble.rx(m)
                 if self.waiting and m.startswith(self.waiting):
                     self.reply = m
-                if c == b"S":
-                    f = m.split()
-                    for k in range(4):
-                        self.sensed[k] = int(f[k + 1])
-                elif c == b"G":
-                    self.granted = int(m[2:])
-                elif c == b"b":
-                    if self.ble:
-                        self.ble.rx(m)
-                elif c == b"I":
-                    self._sample()
-                    self.send("I %d %d %d %d" % (self.now_ms(), gc.mem_alloc(), gc.mem_free(), self.peak))
-                elif c == b"K":
-                    self.storage.cut = int(m[2:])
-                elif c == b"H":
-                    while True:  # a driver that never returns: only the watchdog ends this
-                        pass
-                elif c == b"Q":
-                    raise SystemExit(0)
-        if start == 0 and n == RX:
+            if c == 83:  # 'S'
+                self.at = start + 2
+                for k in range(4):
+                    self.sensed[k] = self._num(self.at)
+            elif c == 71:  # 'G'
+                self.granted = self._num(start + 2)
+            elif c == 73:  # 'I'
+                self._sample()
+                self.send("I %d %d %d %d" % (self.now_ms(), gc.mem_alloc(), gc.mem_free(), self.peak))
+            elif c == 75:  # 'K'
+                self.storage.cut = self._num(start + 2)
+            elif c == 72:  # 'H'
+                while True:  # a driver that never returns: only the watchdog ends this
+                    pass
+            elif c == 81:  # 'Q'
+                raise SystemExit(0)
+            start = i + 1
+        if start == 0 and n == _RX:
             raise ValueError("bus line too long")
-        self.rx[0:n - start] = self.rx[start:n]
+        rx[0:n - start] = rx[start:n]
         self.rx_len = n - start
 
     def request(self, line, prefix):
@@ -161,7 +174,7 @@ class Hal:
     def _ticked(self):
         self.next_tick += TICK_MS
         self.ticks += 1
-        if self.ticks % GC_EVERY_TICKS == 0:
+        if self.ticks % _GC_EVERY_TICKS == 0:
             self._sample()
         return False
 
@@ -266,15 +279,18 @@ class Hal:
 def make_hal(board, argv):
     if board.TICK_MS != TICK_MS:
         raise ValueError("the core's control period is 1000 ms")
-    o = {"--bus": None, "--console": None, "--storage": "/tmp/basalt-sim", "--mode": "lockstep", "--reset": "power"}
-    for i in range(0, len(argv) - 1, 2):
-        o[argv[i]] = argv[i + 1]
-    if o["--bus"] is None or o["--console"] is None:
-        # MicroPython sockets have no getsockname(), so the harness picks both ports.
-        raise ValueError("the simulator HAL needs --bus PORT --console PORT (started by hil/sim)")
+
+    def opt(key, default=None):
+        for i in range(0, len(argv) - 1, 2):
+            if argv[i] == key:
+                return argv[i + 1]
+        if default is None:  # MicroPython sockets have no getsockname(), so the harness picks both ports
+            raise ValueError("the simulator HAL needs --bus PORT --console PORT (started by hil/sim)")
+        return default
+
     cls = Hal
-    if o["--mode"] == "realtime":
+    if opt("--mode", "lockstep") == "realtime":
         from .sim_rt import RealtimeHal as cls
-    h = cls(int(o["--bus"]), int(o["--console"]), o["--storage"], o["--reset"])
+    h = cls(int(opt("--bus")), int(opt("--console")), opt("--storage", "/tmp/basalt-sim"), opt("--reset", "power"))
     h.send("R %d" % h.port)
     return h
