@@ -60,11 +60,11 @@ def rtt(mode: str, n: int = 1000) -> dict:
 
 
 # ---- memory --------------------------------------------------------------------------------
-# What the firmware loads at boot (main.py imports the board, its HAL and basalt.app; boot runs the
+# What stays loaded after boot (main.py imports the board, its HAL and basalt.boot, and drops the board and boot; boot runs the
 # settings and recover overlays), in import order, so a module shared by later ones counts once.
 RESIDENT = ["basalt.lib", "basalt.lib.filestore", "basalt.core", "basalt.core.history",
             "basalt.core.occlusion", "basalt.core.pump",
-            "basalt.proto", "basalt.proto.server", "basalt.app", "basalt.hal.sim"]
+            "basalt.proto", "basalt.proto.server", "basalt.hal.sim"]
 BOOT_OVERLAYS = ["settings", "recover"]
 LATER = ["basalt.cgm.sfloat", "basalt.cgm.cgms", "basalt.cgm.validity"]  # not wired in yet (CGM issue)
 # MicroPython's qstr pools hold 20, 40, 80, 160, 320, 640, ... names: a pool is allocated, whole and

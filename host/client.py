@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 import serial
 from basalt.core import Refused as FrameError
-from basalt.proto import MAX_FRAME, check, encode
+from basalt.proto import MAX_FRAME
+from basalt.proto.frame import check, encode
 
 
 class PumpError(Exception):

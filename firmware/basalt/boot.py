@@ -1,6 +1,6 @@
 # Boot: build the pump from the board's constants and the HAL's objects, restore what storage
 # holds, start the watchdog. Runs once; main.py then drops this module and the board module,
-# so neither sits in the heap while the loop (basalt/app.py) runs.
+# so neither sits in the heap while the loop (main.py run) runs.
 from . import lib as overlay
 from .core import Mechanics
 from .core.occlusion import Occlusion

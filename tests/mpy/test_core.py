@@ -197,12 +197,12 @@ def test_prime_stops_itself_at_its_maximum():
 # ---- limits, settings, faults --------------------------------------------------------------
 def test_limits_all_or_nothing():
     p, _, _ = make([[0, 2000]])
-    before = p.limits.to_dict()
+    before = dict(p.limits.__dict__)
     for bad in ({"max_bolus_mU": 5000, "max_basal_mUh": 1000}, {"max_bolus_mU": 5000, "nonsense": 1},
                 {"max_bolus_mU": 99999}, {"bolus_speed_mU_min": 15000, "max_bolus_mU": 5001},
                 {"max_hour_mU": 1000}, {"max_day_mU": 10000}):
         raises(Refused, cmd, p, "limits_set", **bad)
-    assert p.limits.to_dict() == before
+    assert dict(p.limits.__dict__) == before
     cmd(p, "limits_set", max_bolus_mU=5000)
     assert refused(p, "bolus", mU=5010).code == "limit"
 

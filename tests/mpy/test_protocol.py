@@ -5,7 +5,8 @@ from basalt.cmd._prof import segments
 from basalt.core import Mechanics, Refused
 from basalt.core.pump import Pump
 from basalt.lib import crc16
-from basalt.proto import MAX_FRAME, check, encode
+from basalt.proto import MAX_FRAME
+from basalt.proto.frame import check, encode
 from basalt.proto.server import ConsoleServer
 from hw_doubles import CountingMotor, DictStorage, PipeConsole
 from mpyunit import raises
@@ -86,7 +87,7 @@ def test_errors_have_reasons_and_change_nothing():
         (b"\r\n", None),
         (b"$" + b"x" * (MAX_FRAME + 50) + b"\n", "too_long"),
     ]
-    before = (pump.state, pump.res_state, segments(pump.profiles, 0), pump.limits.to_dict(), pump.reservoir_steps)
+    before = (pump.state, pump.res_state, segments(pump.profiles, 0), dict(pump.limits.__dict__), pump.reservoir_steps)
     for frame, code in cases:
         r = ask(con, srv, frame)
         if code is None:  # a bare Enter on a terminal is not answered
@@ -95,7 +96,7 @@ def test_errors_have_reasons_and_change_nothing():
         assert len(r) == 1 and not r[0]["ok"], (frame, r)
         assert r[0]["err"] == code, (frame, r[0])
         assert r[0]["msg"]
-    assert (pump.state, pump.res_state, segments(pump.profiles, 0), pump.limits.to_dict(), pump.reservoir_steps) == before
+    assert (pump.state, pump.res_state, segments(pump.profiles, 0), dict(pump.limits.__dict__), pump.reservoir_steps) == before
 
 
 def test_split_and_joined_frames():
@@ -131,6 +132,26 @@ def test_retransmission_replays_instead_of_second_bolus():
     pump.uptime_s += 31  # past the replay window an id is free again: a new request, not a replay
     r = ask(con, srv, f)
     assert r[0]["err"] == "busy"
+
+
+def test_retransmission_of_the_older_of_two_requests_is_refused_not_executed():
+    # Two remembered requests, one reply body kept (the newest): the older one's retransmission
+    # is answered "duplicate" and delivers nothing more.
+    con, srv, pump = setup()
+    ask(con, srv, req(1, "rewind"))
+    pump.tick()
+    for i, (c, a) in enumerate((("reservoir_insert", {"mU": 100000}), ("prime_start", None), ("prime_stop", None),
+                                ("cannula_fill", {"mU": 0}), ("basal_set", {"segments": [0, 0]}), ("resume", None))):
+        assert ask(con, srv, req(10 + i, c, a))[0]["ok"], c
+    f = req(4, "bolus", {"mU": 1000})
+    assert ask(con, srv, f)[0]["ok"]
+    g = req(5, "temp_basal", {"percent": 50, "minutes": 30})
+    second = ask(con, srv, g)
+    assert second[0]["ok"]
+    r = ask(con, srv, f)  # the bolus again, after the temp basal: its reply body is gone
+    assert r[0]["id"] == 4 and r[0]["err"] == "duplicate"
+    assert pump.bolus_id == 1 and pump.nb_req == 200
+    assert ask(con, srv, g) == second  # the newest is still replayed byte for byte
 
 
 def test_full_output_drops_events_not_the_pump():

@@ -5,7 +5,7 @@
 import json
 
 from ..core import Refused
-from ..proto import check
+from ..proto.frame import check
 
 # The command table: protocol name -> the overlay module (basalt/cmd/<module>.py) whose
 # function of the same name handles it. `ping` is answered here.
@@ -64,10 +64,10 @@ def parse(srv, n):
                 # a retransmission within 30 s: the same reply again, never a second bolus (after
                 # that an id is free for reuse)
                 if m[3]:
-                    srv._send(memoryview(m[4])[0:m[3]], False)
+                    srv._send(memoryview(srv.cache_buf)[0:m[3]], False)
                     srv.flush()
-                else:
-                    srv._reply(rid, False, ("duplicate", "already executed; its reply was too long to keep: ask status"))
+                else:  # too long to keep, or an older request's (only the newest reply is kept)
+                    srv._reply(rid, False, ("duplicate", "already executed; its reply is no longer kept: ask status"))
                 return None
         cmd = req.get("cmd")
         args = req.get("args", {})

@@ -14,7 +14,7 @@ from . import FILE, PROFILES
 def _settings(pump):
     yield ('{"v": 1, "active": %d, "clock_offset_s": %d, "alarm": [%d, %d, %d], "limits": ' % (
         pump.profiles.active, pump.clock_offset_s, pump.res_low_mu, pump.res_low_h, pump.auto_off_s)).encode()
-    yield json.dumps(pump.limits.to_dict()).encode()
+    yield json.dumps(dict(pump.limits.__dict__)).encode()
     c = pump.calc
     if c is None:
         yield b', "calc": null'

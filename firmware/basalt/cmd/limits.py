@@ -9,7 +9,7 @@ def limits_set(pump, args):
     """Any subset of the limits; all are validated together, then applied together."""
     if not args:
         raise Refused("bad_arg", "give at least one limit")
-    new = pump.limits.to_dict()
+    new = dict(pump.limits.__dict__)
     for k in args:
         spec = SPEC.get(k)
         if spec is None:
@@ -35,7 +35,7 @@ def limits_set(pump, args):
         # construction (commitments were checked against the lower ones), so the guard is only
         # loaded when it can matter.
         overlay.run("_guard", "check", pump, caps=(m.steps_floor(new["max_hour_mU"]), m.steps_floor(new["max_day_mU"])))
-    old = pump.limits.to_dict()
+    old = dict(pump.limits.__dict__)
     for k in new:
         setattr(pump.limits, k, new[k])
     pump.set_caps()
@@ -45,4 +45,4 @@ def limits_set(pump, args):
             setattr(pump.limits, k, old[k])
         pump.set_caps()
     commit(pump, undo)
-    return pump.limits.to_dict()
+    return dict(pump.limits.__dict__)

@@ -20,7 +20,7 @@ def load(pump):
         from array import array
 
         # settings.json is written only when a setting changes (a basal_set writes profiles only)
-        doc = json.loads(raw) if raw else {"active": 0, "limits": pump.limits.to_dict()}
+        doc = json.loads(raw) if raw else {"active": 0, "limits": dict(pump.limits.__dict__)}
         # profiles.json is written only when a profile changes: without it the defaults stand
         pdoc = json.loads(praw) if praw else {"profiles": ()}
         lim = doc["limits"]

@@ -28,4 +28,4 @@ def time_set(pump, args):
 
 def limits_get(pump, args):
     only(args)
-    return pump.limits.to_dict()
+    return dict(pump.limits.__dict__)

@@ -171,13 +171,6 @@ class Hal:
     def now_ms(self):
         return self.now
 
-    def _ticked(self):
-        self.next_tick += TICK_MS
-        self.ticks += 1
-        if self.ticks % _GC_EVERY_TICKS == 0:
-            self._sample()
-        return False
-
     def wait(self):
         if self.ble:
             self.ble.deliver()
@@ -186,7 +179,11 @@ class Hal:
             raise SystemExit(3)  # the watchdog resets the board
         if self.next_tick <= self.granted:
             self.now = self.next_tick
-            return self._ticked()
+            self.next_tick += TICK_MS
+            self.ticks += 1
+            if self.ticks % _GC_EVERY_TICKS == 0:
+                self._sample()
+            return False
         self.now = self.granted
         if self.acked != self.granted:
             self.acked = self.granted

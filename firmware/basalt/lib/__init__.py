@@ -62,10 +62,12 @@ def run(module, name, *args, **kw):
 
 
 def drop():
-    """Forget every overlay module and the basalt.cmd package, so the collector can reclaim them."""
-    for key in [k for k in sys.modules if k.startswith("basalt.cmd")]:
+    """Forget every overlay module and the basalt.cmd package, so the collector can reclaim them;
+    and the frame checker (basalt.proto.frame), which the request checker loads per line."""
+    for key in [k for k in sys.modules if k.startswith("basalt.cmd") or k == "basalt.proto.frame"]:
         del sys.modules[key]
-    try:
-        delattr(sys.modules["basalt"], "cmd")
-    except (AttributeError, KeyError):
-        pass
+    for pkg, attr in (("basalt", "cmd"), ("basalt.proto", "frame")):
+        try:
+            delattr(sys.modules[pkg], attr)
+        except (AttributeError, KeyError):
+            pass

@@ -21,7 +21,7 @@ from . import HEX, MAX_FRAME
 _TX_SIZE = const(1024)
 _CACHE_SLOT = const(320)  # a therapy command's reply (a bolus report is ~260 bytes)
 _REPLY_RESERVE = const(512)
-_REPLY_CACHE = const(2)  # recent request ids whose replies are replayed on retransmission (cmd/_req.py)
+_REPLY_CACHE = const(2)  # recent request ids recognised on retransmission (cmd/_req.py)
 
 
 class ConsoleServer(io.IOBase):
@@ -39,9 +39,12 @@ class ConsoleServer(io.IOBase):
         self.seq = 0
         self.dropped = 0
         self.frames_bad = 0
-        # Reply cache, oldest first: fixed slots allocated once (long-lived objects made later
-        # would fragment the heap), each [id, body crc, uptime, length, frame buffer].
-        self.cache = [[0, 0, 0, 0, bytearray(_CACHE_SLOT)] for _ in range(_REPLY_CACHE)]
+        # Retransmission cache, oldest first: [id, body crc, uptime, reply length] per recent
+        # request, allocated once (long-lived objects made later would fragment the heap). Only
+        # the newest reply is kept (cache_buf; length 0 for the others): a retransmission of an
+        # older request is still never executed twice, but answered "duplicate".
+        self.cache = [[0, 0, 0, 0] for _ in range(_REPLY_CACHE)]
+        self.cache_buf = bytearray(_CACHE_SLOT)
 
     # ---- output -----------------------------------------------------------------------
     def write(self, buf):
@@ -171,9 +174,11 @@ class ConsoleServer(io.IOBase):
         place of the oldest one kept."""
         n = self.tx_tail - start if start >= 0 else 0
         m = self.cache.pop(0)
+        for k in self.cache:
+            k[3] = 0  # its reply is overwritten below: remembered as executed, without it
         self.cache.append(m)
         if n > _CACHE_SLOT:
             n = 0  # remembered as executed, without its reply
         else:
-            m[4][0:n] = memoryview(self.tx)[start:start + n]
+            self.cache_buf[0:n] = memoryview(self.tx)[start:start + n]
         m[0], m[1], m[2], m[3] = rid, crc, self.pump.uptime_s, n
