@@ -3,7 +3,7 @@ real firmware, and the firmware's control observed from outside (plant step log,
 annunciations, status). Test names starting `test_hazard_` are the ones the hazard table cites."""
 import pytest
 
-from host.client import PumpError
+from host.client import PumpClient, PumpError
 
 MIN = 60_000
 HOUR = 3_600_000
@@ -181,6 +181,38 @@ def test_hazard_battery_low_then_depleted_safe_stop(sim_dut):
     sim.advance(2 * MIN)
     assert c.request("alarms")["alarms"] == []
     c.request("resume")
+
+
+def test_hazard_battery_swap_keeps_the_therapy_state(sim_dut):
+    """Swapping the depleted cell cuts the power: the pump comes back from flash with its
+    settings, reservoir, totals and history, still suspended (docs/persistence.md)."""
+    d, sim, c = sim_dut, sim_dut.sim, sim_dut.client
+    hw = sim.hardware
+    d.prepare(segments=[[0, 1000]])
+    c.request("alarm_set", reservoir_low_mU=30000)
+    sim.advance(20 * MIN)
+    hw.battery_soc(0.02)
+    sim.advance(3 * MIN)
+    before = c.request("status")
+    assert before["state"] == "suspended" and before["reason"] == "battery_depleted"
+    n = sim.plant.net_steps()
+    sim.kill()  # the old cell comes out
+    hw.replace_battery()
+    sim.restart()
+    d.client.close()
+    d.client = c = PumpClient(sim.console_url)
+    st = c.request("status")
+    for k in ("state", "reason", "reservoir_steps", "plunger_steps", "basal_delivered_mU", "profile", "delivered_steps"):
+        assert st[k] == before[k], k
+    assert st["history_seq"] > before["history_seq"]  # the boot record follows what was there
+    assert c.request("alarms")["reservoir_low_mU"] == 30000
+    sim.advance(2 * MIN)
+    assert "battery_depleted" not in c.request("status")["alarms"]  # the new cell clears it
+    assert sim.plant.net_steps() == n  # nothing moved through the swap
+    c.request("alarm_ack")
+    c.request("resume")
+    sim.advance(10 * MIN)
+    assert sim.plant.net_steps() > n
 
 
 # ---- motor and delivery faults ----------------------------------------------------------------
