@@ -13,7 +13,10 @@ check after every cut:
   basal;
 - the pump is in a documented safe state (suspended, or running basal only with a ready
   reservoir, suspended if it was suspended), has raised unexpected_restart, lost no settings,
-  and every acknowledged bolus ends in the history (done, cancelled or interrupted).
+  and every acknowledged bolus ends in the history (done, cancelled or interrupted);
+- boot leaves nothing behind: the live heap after every restart is within BOOT_HEAP_SLACK of the
+  other restarts' (a recovery overlay kept alive after boot is what once left the console deaf
+  at 64 KB), and the console never answers a valid request without its id.
 
     python -m hil.power --cuts 5000 --workers 2      # the longer run (make powercut)
 """
@@ -32,10 +35,18 @@ from host.client import frame, parse_frame
 MU_PER_STEP = 5  # the sim board: 50 nL a step, U-100
 BASAL = [0, 800, 360, 1200, 720, 900, 1080, 1100]  # a flat profile: 0.8-1.2 U/h
 RATES = {"default": BASAL, "alt": [0, 1500, 600, 500, 1200, 1000]}
+# Live heap after boot varies by ~130 B with what recovery restored; an overlay kept alive after
+# boot costs 1-5 KB (tests/e2e/test_power_cut.py).
+BOOT_HEAP_SLACK = 1024
 
 
 class Unanswered(Exception):
     """The firmware died before it replied (a cut inside the command)."""
+
+
+class Deaf(Exception):
+    """The pump answered a valid request without its id: it could not even read the request (out
+    of memory), so no host can match the answer - a deaf console."""
 
 
 class Console:
@@ -84,6 +95,8 @@ class Console:
                         d = parse_frame(ln.rstrip(b"\r"))
                         if d.get("id") == self.rid:
                             return d
+                        if d.get("id") == 0:  # our frames are valid: an answer without id is a failure
+                            raise Deaf(f"{cmd} answered without its id: {d}")
         raise TimeoutError(f"no reply to {cmd}")
 
     def req(self, cmd: str, **args) -> dict:
@@ -104,6 +117,7 @@ class Stats:
     worst_unaccounted_steps: int = 0
     unaccounted_steps: int = 0
     bolus_interrupted: int = 0
+    boot_heap: list[int] = field(default_factory=list)  # live heap bytes after each restart
     restart_s: list[float] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
 
@@ -112,6 +126,7 @@ class Stats:
                   "unaccounted_steps", "bolus_interrupted"):
             setattr(self, k, getattr(self, k) + getattr(o, k))
         self.worst_unaccounted_steps = max(self.worst_unaccounted_steps, o.worst_unaccounted_steps)
+        self.boot_heap += o.boot_heap
         self.restart_s += o.restart_s
         self.failures += o.failures
 
@@ -144,7 +159,7 @@ class Campaign:
             for _ in range(cuts):
                 try:
                     self._cycle()
-                except (TimeoutError, OSError) as e:  # the firmware stopped answering: say where
+                except (TimeoutError, OSError, Deaf) as e:  # the firmware stopped answering: say where
                     raise AssertionError(f"seed {self.seed} cut {self.stats.cuts + 1}: {e!r}; firmware running: "
                                          f"{self.sim.proc.poll() is None}; log:\n{self.sim.log_tail(2500)}") from None
         finally:
@@ -321,8 +336,13 @@ class Campaign:
             raise AssertionError(f"seed {self.seed} cut {self.stats.cuts}: no status after a restart ({e!r}); "
                                  f"firmware running: {sim.proc.poll() is None}; log:\n{sim.log_tail(2500)}") from None
         self.stats.restart_s.append(time.perf_counter() - t)
+        heap = sim.heap()["alloc"]  # still at time 0: what boot (and a status request) left live
         where = f"seed {self.seed} cut {self.stats.cuts} (t={sim.now_ms} ms)"
         try:
+            hs = self.stats.boot_heap
+            hs.append(heap)
+            assert max(hs) - min(hs) <= BOOT_HEAP_SLACK, (
+                f"live heap after boot {heap} B, other restarts {min(hs)}-{max(hs)} B: boot left something alive")
             self._check(st)
         except AssertionError as e:
             self.stats.failures.append(f"{where}: {e}")

@@ -154,6 +154,29 @@ def test_retransmission_of_the_older_of_two_requests_is_refused_not_executed():
     assert ask(con, srv, g) == second  # the newest is still replayed byte for byte
 
 
+def test_out_of_memory_before_the_request_is_parsed_still_answers_its_id():
+    # When even the request checker cannot load (heap exhausted), the refusal carries the id read
+    # raw from the line: the host can match it, and nothing was executed.
+    import basalt.lib as overlay
+
+    con, srv, pump = setup()
+    real = overlay.call
+
+    def call(module, name, *args):
+        if module == "_req":
+            raise MemoryError("allocating 454 bytes")
+        return real(module, name, *args)
+
+    overlay.call = call
+    try:
+        r = ask(con, srv, req(4321, "suspend"))
+    finally:
+        overlay.call = real
+    assert r == [{"id": 4321, "ok": False, "err": "internal", "msg": "internal error: MemoryError"}]
+    assert pump.state == "suspended" and pump.history.seq == 0
+    assert ask(con, srv, req(4322, "ping"))[0]["ok"]  # and it answers normally again
+
+
 def test_full_output_drops_events_not_the_pump():
     con, srv, pump = setup()
     con.accept = 0  # the host stopped reading

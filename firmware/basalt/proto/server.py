@@ -165,9 +165,26 @@ class ConsoleServer(io.IOBase):
             self._reply(rid, False, (e.code, e.msg), crc if rid else -1)
         except Exception as e:  # noqa: BLE001 - a bug in one command must not take the pump down
             self.frames_bad += 1
+            if not rid:  # the checker itself failed (out of memory): the line's id, read raw, so
+                rid = self._raw_id(n)  # the host can match the refusal (it was not executed)
             self._reply(rid, False, ("internal", "internal error: %s" % type(e).__name__))
         finally:
             gc.collect()  # reclaim the overlays before the next tick allocates around them
+
+    def _raw_id(self, n):
+        """The digits after '"id":' in rx[0:n], without allocating; 0 if there are none."""
+        rx = self.rx
+        for i in range(n - 5):
+            if rx[i] == 34 and rx[i + 1] == 105 and rx[i + 2] == 100 and rx[i + 3] == 34:  # "id"
+                i += 4
+                while i < n and (rx[i] == 32 or rx[i] == 58):  # ' ' ':'
+                    i += 1
+                v = 0
+                while i < n and 48 <= rx[i] <= 57 and v < 65536:
+                    v = v * 10 + rx[i] - 48
+                    i += 1
+                return v if v < 65536 else 0
+        return 0
 
     def _remember(self, rid, crc, start):
         """Keep the reply queued at start (-1: it was dropped) for retransmissions of rid, in
