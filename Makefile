@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: sim test bench powercut occlusion accuracy lint mpy clean
+.PHONY: sim test bench accuracy lint mpy clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,18 +36,6 @@ test: $(STAMP) $(STUBS)
 
 bench: $(STAMP)
 	$(BIN)/python -m hil.bench
-	@echo "occlusion figures (missed units, time to alarm, release, false alarms): make occlusion"
-
-# The longer power-cut campaign (docs/persistence.md): 5000 cuts, then the persistence figures
-# (flash writes per day on littlefs, history read speed, restart cost). make test runs 1000 cuts.
-powercut: $(STAMP)
-	$(BIN)/python -m hil.power --cuts 5000 --workers 2
-	$(BIN)/python -m hil.power.bench
-
-# Occlusion detection, firmware in the loop over randomized units, and the threshold trade-off:
-# build/occlusion/{report.json,occlusion.png} (docs/occlusion.md). About 10 min on 2 cores.
-occlusion: $(STAMP)
-	$(BIN)/python -m hil.occlusion
 
 # IEC 60601-2-24 trumpet curves at 0.1, 1.0 and 5.0 U/h: build/accuracy/trumpet.{json,png}
 accuracy: $(STAMP)

@@ -1,17 +1,14 @@
 # Entry point on every target. `board.py` (deployed beside this file, or found on the path in
-# the simulator) names the HAL module; the HAL builds the hardware objects; basalt/boot.py
-# builds the pump; basalt/app.py loops.
+# the simulator) names the HAL module; the HAL builds the hardware objects; app.run loops.
 import board
 
 
 def main(argv=()):
-    hal = __import__(board.HAL, None, None, ("make_hal",)).make_hal(board, argv)
-    from basalt.boot import build
-
-    pump, server = build(hal, board)
+    hal_mod = __import__(board.HAL, None, None, ("make_hal",))
+    hal = hal_mod.make_hal(board, argv)
     from basalt.app import run
 
-    run(hal, pump, server)
+    run(hal, board)
 
 
 if __name__ == "__main__":

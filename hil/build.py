@@ -20,15 +20,9 @@ class CompileError(RuntimeError):
 
 
 def sources(board: str = "sim") -> list[tuple[Path, Path]]:
-    """(source .py, path of its .mpy relative to the build tree) for firmware + board + the
-    board's extra modules."""
+    """(source .py, path of its .mpy relative to the build tree) for firmware + board."""
     out = [(p, p.relative_to(FIRMWARE_DIR).with_suffix(".mpy")) for p in sorted(FIRMWARE_DIR.rglob("*.py"))]
     out.append((BOARDS_DIR / board / "board.py", Path("board.mpy")))
-    # The board's own modules beside board.py (the simulator's `bluetooth` shim) are top-level
-    # modules on the board, like the C modules they stand in for.
-    for p in sorted((BOARDS_DIR / board).glob("*.py")):
-        if p.name != "board.py":
-            out.append((p, Path(p.stem + ".mpy")))
     return out
 
 
@@ -38,7 +32,7 @@ def compile_one(src: Path, dst: Path, name: str | None = None) -> None:
     and boards load it ("basalt/core/pump.mpy"): one interned name per module instead of two
     (docs/memory.md - each name counts toward the qstr-pool cliff)."""
     dst.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [mpy_cross_binary(), "-O3", "-o", str(dst)]  # -O3: no line-number tables (~10 % less heap)
+    cmd = [mpy_cross_binary(), "-o", str(dst)]
     if name:
         cmd += ["-s", name]
     r = subprocess.run([*cmd, str(src)], capture_output=True, text=True)
@@ -56,7 +50,7 @@ def build(board: str = "sim") -> Path:
             compile_one(src, dst, rel.as_posix())
     for stale in out.rglob("*.mpy"):  # a deleted source must not linger as bytecode
         if stale not in wanted:
-            stale.unlink(missing_ok=True)  # parallel builds (the power-cut campaign) race here
+            stale.unlink()
     return out
 
 

@@ -30,7 +30,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 
 import serial
-from basalt.proto import MAX_FRAME
+from basalt.proto.frame import MAX_FRAME
 from rich.console import Console
 
 from host import render
@@ -309,89 +309,54 @@ def reservoir_change(a: argparse.Namespace) -> Action:
     return act
 
 
-def fetch_history(s: Session, since: int, kind: int, total: int | None,
-                  span: tuple[int | None, int | None] = (None, None)) -> tuple[list[list[int]], dict]:
-    """Records after `since` (of type kind, 0 = all; pump time within span), paging with
-    since/next - a reply holds what fits one frame - at most `total`. Records the pump found
-    corrupt are never returned: their seqs are in meta["skipped_corrupt"]."""
+def fetch_history(s: Session, since: int, kind: int, total: int | None) -> tuple[list[list[int]], dict]:
+    """Records after `since` (of type kind, 0 = all), paging with since/next; at most `total`."""
     records: list[list[int]] = []
     meta: dict = {}
-    skipped: list[int] = []
     while True:
         want = HISTORY_PAGE if total is None else min(HISTORY_PAGE, total - len(records))
         args = {"since": since, "limit": want}
         if kind:
             args["type"] = kind
-        if span[0] is not None:
-            args["from_s"] = span[0]
-        if span[1] is not None:
-            args["to_s"] = span[1]
         d = s.req("history", args)
         if not meta:
             meta = {k: v for k, v in d.items() if k != "records"}
             meta["first_since"] = since
         records.extend(d["records"])
-        skipped += d.get("skipped_corrupt", [])
-        meta.update(next=d["next"], newest=d["newest"], oldest=d["oldest"], uu_per_step=d["uu_per_step"],
-                    skipped_corrupt=skipped)
+        meta.update(next=d["next"], newest=d["newest"], oldest=d["oldest"], uu_per_step=d["uu_per_step"])
         if d["next"] >= d["newest"] or d["next"] <= since or (total is not None and len(records) >= total):
             return records, meta
         since = d["next"]
-
-
-def pump_seconds(text: str | None, what: str) -> int | None:
-    """A pump time as history shows it: H:MM:SS (or MM:SS, or seconds) -> seconds."""
-    if text is None:
-        return None
-    try:
-        parts = [int(p) for p in text.split(":")]
-    except ValueError:
-        raise LocalError(f"{what} is a pump time like 1:30:00 (H:MM:SS) or seconds, got {text!r}") from None
-    if not 1 <= len(parts) <= 3 or any(p < 0 for p in parts) or any(p > 59 for p in parts[1:]):
-        raise LocalError(f"{what} is a pump time like 1:30:00 (H:MM:SS) or seconds, got {text!r}")
-    secs = 0
-    for p in parts:
-        secs = secs * 60 + p
-    if secs > 0xFFFFFFFF:
-        raise LocalError(f"{what} is out of range")
-    return secs
 
 
 def history_action(a: argparse.Namespace) -> Action:
     kind = history_type(a.type)
     if a.since < 0:
         raise LocalError("--since must not be negative")
-    span = (pump_seconds(a.time_from, "--from"), pump_seconds(a.time_to, "--to"))
-    if span[0] is not None and span[1] is not None and span[0] > span[1]:
-        raise LocalError("--from is after --to")
     if getattr(a, "history_cmd", None) == "export":
-        return history_export(a, kind, span)
+        return history_export(a, kind)
     if a.limit is not None and a.limit < 1:
         raise LocalError("--limit must be at least 1")
     total = None if a.all else (a.limit or 16)
 
     def act(s: Session, out: Out) -> None:
-        recs, meta = fetch_history(s, a.since, kind, total, span)
+        recs, meta = fetch_history(s, a.since, kind, total)
         rows = [render.decode_record(r, meta["uu_per_step"]) for r in recs]
         out.show({"records": rows, "next": meta["next"], "newest": meta["newest"], "oldest": meta["oldest"],
-                  "uu_per_step": meta["uu_per_step"], "skipped_corrupt": meta["skipped_corrupt"]},
-                 render.history(rows, meta))
+                  "uu_per_step": meta["uu_per_step"]}, render.history(rows, meta))
     return act
 
 
 EXPORT_FIELDS = ["seq", "uptime_s", "type", "name", "a", "b", "a_mU", "b_mU", "detail"]
 
 
-def history_export(a: argparse.Namespace, kind: int, span: tuple[int | None, int | None] = (None, None)) -> Action:
+def history_export(a: argparse.Namespace, kind: int) -> Action:
     def act(s: Session, out: Out) -> None:
-        recs, meta = fetch_history(s, a.since, kind, None, span)
+        recs, meta = fetch_history(s, a.since, kind, None)
         rows = [render.decode_record(r, meta["uu_per_step"]) for r in recs]
-        if meta["skipped_corrupt"]:
-            print(f"pumpctl: the pump skipped corrupt record(s) {meta['skipped_corrupt']}", file=sys.stderr, flush=True)
         if a.format == "json":
             text = json.dumps({"uu_per_step": meta["uu_per_step"], "oldest": meta["oldest"],
-                               "newest": meta["newest"], "skipped_corrupt": meta["skipped_corrupt"],
-                               "records": rows}, indent=1) + "\n"
+                               "newest": meta["newest"], "records": rows}, indent=1) + "\n"
         else:
             buf = io.StringIO()
             w = csv.DictWriter(buf, fieldnames=EXPORT_FIELDS, lineterminator="\n")
@@ -732,21 +697,15 @@ def build_parser() -> argparse.ArgumentParser:
     add("show", "show the pump's local time", tmsp)
     add("set", "set the pump's local time", tmsp).add_argument("when", metavar="YYYY-MM-DDTHH:MM[:SS]")
 
-    hist = add("history", "the pump's event history (in flash: the newest 1920-2048 records are kept)")
+    hist = add("history", "the pump's event history (newest 32 records are kept)")
     hist.add_argument("--since", type=int, default=0, metavar="SEQ", help="records after this sequence number")
     hist.add_argument("--type", metavar="NAME", help="only this record type: " + ", ".join(render.RECORD_CODE))
-    hist.add_argument("--from", dest="time_from", metavar="H:MM:SS", help="only records at or after this pump time")
-    hist.add_argument("--to", dest="time_to", metavar="H:MM:SS", help="only records at or before this pump time")
     hist.add_argument("--limit", type=int, metavar="N", help="at most N records (default 16)")
     hist.add_argument("--all", action="store_true", help="every record after --since")
     hsp = group(hist, "history_cmd", "export", required=False)
     exp = add("export", "write every record as CSV or JSON, amounts decoded to mU", hsp)
     exp.add_argument("--since", type=int, default=argparse.SUPPRESS, metavar="SEQ", help="records after this one")
     exp.add_argument("--type", default=argparse.SUPPRESS, metavar="NAME", help="only this record type")
-    exp.add_argument("--from", dest="time_from", default=argparse.SUPPRESS, metavar="H:MM:SS",
-                     help="only records at or after this pump time")
-    exp.add_argument("--to", dest="time_to", default=argparse.SUPPRESS, metavar="H:MM:SS",
-                     help="only records at or before this pump time")
     exp.add_argument("--format", choices=("csv", "json"), default="csv")
     exp.add_argument("-o", "--output", metavar="FILE", help="write here (default: stdout)")
 

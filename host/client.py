@@ -19,8 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import serial
-from basalt.core import Refused as FrameError
-from basalt.proto import MAX_FRAME, check, encode
+from basalt.proto.frame import MAX_FRAME, FrameError, check, encode
 
 
 class PumpError(Exception):

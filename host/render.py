@@ -26,17 +26,11 @@ LIMIT_HELP = {
 RECORD_NAMES = {
     1: "profile_select", 2: "profile_set", 3: "temp_start", 4: "temp_end", 5: "bolus_request",
     6: "bolus_done", 7: "bolus_cancel", 8: "limit_refused", 9: "prime", 10: "rewind", 11: "suspend",
-    12: "resume", 13: "alarm", 14: "reservoir", 15: "time_set", 16: "limit_hold", 17: "alarm_clear",
-    18: "backoff", 19: "boot", 20: "repair", 21: "bolus_interrupted",
+    12: "resume", 13: "alarm", 14: "reservoir", 15: "time_set", 16: "limit_hold",
 }
 RECORD_CODE = {name: code for code, name in RECORD_NAMES.items()}
 SUSPEND_REASONS = ("boot", "user", "reservoir_empty", "fault", "reservoir")
-ALARM_NAMES = ("", "reservoir_empty", "fault", "limit_hold", "settings_lost", "occlusion", "reservoir_low",
-               "battery_low", "battery_depleted", "motor_fault", "reservoir_removed", "auto_off",
-               "unexpected_restart", "bolus_interrupted")
-RESET_CAUSES = ("", "power", "watchdog", "soft")  # boot record a
-REPAIRS = ("", "torn last record dropped", "corrupt record skipped", "torn journal snapshot dropped",
-           "corrupt journal snapshot skipped")  # repair record b
+ALARM_NAMES = ("", "reservoir_empty", "fault", "limit_hold", "settings_lost")
 LIMIT_CODES = ("", "max_hour_mU", "max_day_mU", "max_bolus_mU", "max_basal_mUh", "max_iob_mU")
 
 
@@ -304,8 +298,7 @@ def decode_record(rec: list[int], uu_per_step: int) -> dict:
         detail = (f"{a}% of the profile" if a >= 0 else "absolute rate") + f" for {b} min"
     elif kind == 4:
         a_mu = _mu(a, uu_per_step)
-        how = {1: "ended", 2: "cancelled", 3: "interrupted by a restart"}.get(b, f"how {b}")
-        detail = f"{how}, {a_mu} mU delivered"
+        detail = f"{'ended' if b == 1 else 'cancelled' if b == 2 else f'how {b}'}, {a_mu} mU delivered"
     elif kind == 5:
         a_mu, b_mu = _mu(a, uu_per_step), _mu(b, uu_per_step)
         detail = f"normal {a_mu} mU, extended {b_mu} mU"
@@ -343,19 +336,6 @@ def decode_record(rec: list[int], uu_per_step: int) -> dict:
     elif kind == 16:
         a_mu = _mu(a, uu_per_step)
         detail = f"delivery backstop withheld {a_mu} mU"
-    elif kind == 17:
-        detail = f"alarm {_name(ALARM_NAMES, a)} {'acknowledged' if b == 1 else 'cleared'}"
-    elif kind == 18:
-        a_mu = _mu(a, uu_per_step)
-        detail = f"plunger backed off {a} steps to relieve an occlusion"
-    elif kind == 19:
-        detail = f"started after a {_name(RESET_CAUSES, a)} reset, " + \
-            ("clean shutdown before" if b == 1 else "previous shutdown NOT clean")
-    elif kind == 20:
-        detail = f"record #{a}: {_name(REPAIRS, b)}" if b in (1, 2) else f"journal snapshot #{a}: {_name(REPAIRS, b)}"
-    elif kind == 21:
-        a_mu, b_mu = _mu(a, uu_per_step), _mu(abs(b), uu_per_step)
-        detail = f"{'extended' if b < 0 else 'normal'} bolus interrupted by a restart, {a_mu} of {b_mu} mU delivered"
     else:
         detail = ""
     return {"seq": seq, "uptime_s": t, "type": kind, "name": name, "a": a, "b": b,
@@ -366,8 +346,6 @@ def history(rows: list[dict], meta: dict) -> Table:
     caption = f"records {meta.get('oldest')}..{meta.get('newest')} kept; next --since {meta.get('next')}"
     if meta.get("first_since", 0) + 1 < meta.get("oldest", 1):
         caption += f"; records {meta['first_since'] + 1}..{meta['oldest'] - 1} are gone from the pump"
-    if meta.get("skipped_corrupt"):
-        caption += f"; corrupt in the pump's flash, skipped: {', '.join(map(str, meta['skipped_corrupt']))}"
     t = Table(title="History", caption=caption, title_justify="left", caption_justify="left")
     for col in ("Seq", "Uptime", "Type", "Detail"):
         t.add_column(col)

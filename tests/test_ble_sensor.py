@@ -18,7 +18,7 @@ import pytest
 pytest.importorskip("bumble")
 
 from basalt.cgm import cgms  # noqa: E402
-from basalt.lib import crc16  # noqa: E402
+from basalt.lib.crc16 import crc16  # noqa: E402
 from bleak import BleakClient, BleakScanner  # noqa: E402
 from bleak.exc import BleakDeviceNotFoundError, BleakGATTProtocolError  # noqa: E402
 

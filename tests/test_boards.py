@@ -154,7 +154,7 @@ CONTRACT = {
     "clock": {"now_ms", "wait"},
     "motor": {"start", "count", "busy", "stop"},
     "console": {"readinto", "write"},
-    "storage": {"read", "write_atomic", "append", "readinto", "listdir", "remove"},
+    "storage": {"read", "write_atomic"},
     "annunciator": {"buzzer", "led"},
 }
 # role -> (class in the board HAL, module holding it); storage is basalt.lib.filestore.FileStore
@@ -306,7 +306,7 @@ def esp32_hal(monkeypatch):
     fake_esp32.RMT, fake_esp32.PCNT = RMT, PCNT
     machine = types.ModuleType("machine")
     machine.Pin = type("Pin", (_Fake,), {"OUT": 1, "IN": 0})
-    machine.PWM = machine.Timer = machine.ADC = machine.WDT = _Fake
+    machine.PWM = machine.Timer = _Fake
     mp = types.ModuleType("micropython")
     mp.const = lambda v: v
     for name, mod in (("esp32", fake_esp32), ("machine", machine), ("micropython", mp)):

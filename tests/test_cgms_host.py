@@ -15,7 +15,7 @@ import pytest
 from basalt.cgm import cgms, sfloat, validity
 from basalt.cgm.cgms import Reading
 from basalt.cgm.validity import Validator
-from basalt.lib import crc16
+from basalt.lib.crc16 import crc16
 
 MPY_DIR = Path(__file__).parent / "mpy"
 

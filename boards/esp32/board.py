@@ -25,10 +25,3 @@ PINS = {
     "reservoir_switch": 32,  # <- reservoir-present switch to GND, internal pull-up
 }
 DIR_DELIVER_LEVEL = 1  # DIR level that advances the plunger (flip if the motor is wired reversed)
-
-# Sensors and safety parts (docs/plant.md, docs/hazards.md)
-PRESSURE_ZERO = 512  # force-sensor ADC counts at zero force (bipolar amplifier, 1/8 of range)
-PRESSURE_COUNTS_PER_N = 150  # nominal gain; units differ by a few %: the firmware tares on use
-BATTERY_FULL_SCALE_MV = 6600  # 12-bit ADC full scale at the cell: 3.3 V behind a 1:2 divider
-ENCODER_COUNTS_PER_STEP = 0  # no motor encoder on the dev-board rig: the check is skipped
-WDT_MS = 4000  # hardware watchdog timeout; the loop feeds it every healthy 1 s tick

@@ -1,29 +1,34 @@
 # The main loop, identical on every target. The HAL's clock decides when a tick is due (real
 # time on boards, the harness's virtual time in the simulator); this loop never sleeps itself.
-from . import lib as overlay
+from .core.mechanics import Mechanics
+from .core.pump import Pump
+from .lib import overlay
+from .proto.server import ConsoleServer
+
+VERSION = "0.2.0"
 
 
-def run(hal, pump, server):
-    """The loop, with the pump and console server basalt/boot.py built."""
+def build(hal, board):
+    mech = Mechanics(board.NL_PER_STEP, board.RESERVOIR_CAPACITY_STEPS, board.MOTOR_MAX_HZ)
+    server = ConsoleServer(hal.console, VERSION + "/" + board.NAME)
+    pump = Pump(hal.motor, mech, server.event, hal.annunciator)
+    pump.storage = hal.storage
+    server.pump = pump
+    if not overlay.call("settings", "load", pump):
+        pump.alarm("settings_lost")
+    return pump, server
+
+
+def run(hal, board):
+    pump, server = build(hal, board)
     clock = hal.clock
-    cap = pump.mech.capacity_steps
-    try:
-        while True:
-            if clock.wait():
-                server.poll()
-            else:
-                try:
-                    pump.tick()
-                except Exception as e:  # noqa: BLE001 - when in doubt, stop delivery and alarm
-                    pump.fault(repr(e))
-                # Health checks before the watchdog is fed: the loop came round, and the
-                # bookkeeping the safety checks rely on is sane. A hung driver or loop never gets
-                # here, so the watchdog resets the board into the safe boot state.
-                if 0 <= pump.reservoir_steps <= cap and pump.delivery.in_flight() <= pump.mech.max_hz:
-                    hal.wdt_feed()
-            pump.history.sync(pump, 0)  # state changed by this tick or command: into the journal
-            server.flush()
-    except SystemExit as e:
-        if not e.args or not e.args[0]:  # the orderly shutdown (sim: Q): mark it clean
-            overlay.call("recover", "shutdown", pump)
-        raise
+    server.event("boot", {"version": VERSION, "board": board.NAME})
+    while True:
+        if clock.wait():
+            server.poll()
+        else:
+            try:
+                pump.tick()
+            except Exception as e:  # noqa: BLE001 - when in doubt, stop delivery and alarm
+                pump.fault(repr(e))
+        server.flush()

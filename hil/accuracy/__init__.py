@@ -24,7 +24,7 @@ from hil.sim.syringe_model import Delivery, SyringeModel, SyringeParams
 
 NL_PER_UNIT = 10_000  # U-100 insulin: 1 U = 10 uL
 DEFAULT_RATES_UH = (0.1, 1.0, 5.0)
-DEFAULT_MAX_BASAL_MUH = 3000  # firmware/basalt/core/__init__.py (Limits); raised with limits_set for faster rates
+DEFAULT_MAX_BASAL_MUH = 3000  # firmware/basalt/core/limits.py; raised with limits_set for faster rates
 SETTLE_MS = 1000  # one more tick so the last train of the run is on the plant's log
 
 __all__ = [

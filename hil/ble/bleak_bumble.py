@@ -88,12 +88,10 @@ class VirtualRadio:
         self._scan_listeners: set[Callable[[Any], None]] = set()
         self._scanning = False
         self.names: dict[str, str] = {}  # address -> advertised local name
-        self.controllers: dict[str, Controller] = {}  # address -> its controller (hil/ble/bridge.py moves them out of range)
 
     def new_device(self, address: str, name: str = "bumble") -> Device:
         """A bumble Device with its own Controller on this radio's link (not powered on yet)."""
         ctrl = Controller(f"{name}-{next(self._serial)}", link=self.link, public_address=address)
-        self.controllers[address.upper()] = ctrl
         return Device(name=name, address=Address(address), host=Host(ctrl, AsyncPipeSink(ctrl)))
 
     async def central(self) -> Device:

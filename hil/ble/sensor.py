@@ -36,7 +36,7 @@ from datetime import datetime
 from pathlib import Path
 
 from basalt.cgm import cgms, sfloat
-from basalt.lib import crc16
+from basalt.lib.crc16 import crc16
 
 Profile = Callable[[float], float]  # minutes since session start -> blood glucose, mg/dL
 
@@ -54,8 +54,6 @@ SENSOR_MAX = 400
 A_BELOW_DEVICE_RANGE = 1 << 22
 A_ABOVE_DEVICE_RANGE = 1 << 23
 A_SESSION_STOPPED = 1 << 0
-A_SENSOR_MALFUNCTION = 1 << 3
-A_CAL_REQUIRED = 1 << 11
 
 F_TREND = 1 << 15
 F_QUALITY = 1 << 16
@@ -269,7 +267,6 @@ class CgmSensorCore:
         self.session_start = session_start
         self.records: list[Stored] = []
         self.status_inject = 0  # OR-ed into the next readings' annunciation (fault injection)
-        self.forced: list[tuple[int | None, int]] = []  # per next reading: (glucose SFLOAT or None, status bits)
         self.running = False
         self.session_t0_s = 0.0  # clock() at session start
         self.next_offset = 0  # time offset of the next reading
@@ -313,33 +310,16 @@ class CgmSensorCore:
             g, status = SENSOR_MIN, status | A_BELOW_DEVICE_RANGE
         elif g > SENSOR_MAX:
             g, status = SENSOR_MAX, status | A_ABOVE_DEVICE_RANGE
-        raw = sfloat.from_int(g)
-        forced = False
-        if self.forced:  # fault injection: a value the sensor would never send, or extra annunciations
-            f_raw, f_status = self.forced.pop(0)
-            status |= f_status
-            if f_raw is not None:
-                raw, forced = f_raw, True
-                v = sfloat.to_float(raw)
-                g = int(v) if v is not None else 0
         trend = -1
-        if self.features & F_TREND and self.records and not forced:
+        if self.features & F_TREND and self.records:
             prev = self.records[-max(1, min(3, len(self.records)))]
             dt = t - prev.time_offset
             trend = sfloat.from_tenths(round(10 * (g - prev.mgdl) / dt)) if dt > 0 else -1
         quality = sfloat.from_int(100) if self.features & F_QUALITY else -1
-        rec = Stored(self.next_offset, raw, status, trend, quality, bg, g)
+        rec = Stored(self.next_offset, sfloat.from_int(g), status, trend, quality, bg, g)
         self.records.append(rec)
         self.next_offset += self.interval_min
         return rec
-
-    def force(self, glucose: int | None = None, *, raw: int | None = None, status: int = 0, count: int = 1) -> None:
-        """Fault injection: the next `count` readings carry `glucose` mg/dL unclamped (e.g. 20 or
-        500, outside the sensor's 40..400 range) or the SFLOAT `raw` (e.g. 0x07FF NaN), and/or the
-        annunciation bits `status` (e.g. A_SENSOR_MALFUNCTION), whatever the glucose source says."""
-        if glucose is not None:
-            raw = sfloat.from_int(glucose)
-        self.forced += [(raw, status)] * count
 
     def backfill(self, n: int) -> None:
         """Pretend the session has been running: make n readings at once (stored, not notified)."""
@@ -475,9 +455,6 @@ class SimulatedCgmSensor:
         self.name = name
         self.address = str(device.random_address).split("/")[0]
         self.sent = 0  # live measurement notifications sent
-        # Fault injection on the air, each for the next n live readings (the record is still made
-        # and stored, so RACP can fetch it): not sent, sent with a wrong E2E-CRC, sent twice.
-        self.drop = self.corrupt = self.duplicate = 0
         self._racp_task: asyncio.Task | None = None
         self._bg_task: asyncio.Task | None = None
         self._abort = False
@@ -543,21 +520,10 @@ class SimulatedCgmSensor:
 
     # -- live readings -----------------------------------------------------------------------------
     async def emit(self) -> Stored:
-        """Make the next reading now (clock ignored) and notify it to every subscriber, with the
-        faults injected through drop / corrupt / duplicate."""
+        """Make the next reading now (clock ignored) and notify it to every subscriber."""
         rec = self.core.next_reading()
-        pkt = self.core.packet(rec)
-        if self.drop:
-            self.drop -= 1
-            return rec
-        if self.corrupt:
-            self.corrupt -= 1
-            pkt = pkt[:-1] + bytes((pkt[-1] ^ 0x5A,))  # the CRC's high byte (or the last field) garbled
-        await self.device.notify_subscribers(self.c_meas, pkt)
+        await self.device.notify_subscribers(self.c_meas, self.core.packet(rec))
         self.sent += 1
-        if self.duplicate:
-            self.duplicate -= 1
-            await self.device.notify_subscribers(self.c_meas, pkt)
         return rec
 
     async def advance(self) -> list[Stored]:

@@ -20,7 +20,7 @@ from host.units import LIMITS, UnitError, parse_hhmm, parse_segments, to_mu
 
 MAX_HOURS = 999  # a scenario longer than ~41 days is a typo
 
-# The pump's refusal codes (raised as firmware/basalt/core Refused) a scenario may expect.
+# The pump's refusal codes (firmware/basalt/core/errors.py users) a scenario may expect.
 REFUSAL_CODES = ("limit", "range", "state", "busy", "reservoir", "bad_arg", "storage", "duplicate")
 
 # Status expectations: friendly name -> (how to read it from a status reply, unit label or kind).
@@ -52,8 +52,7 @@ CHECK_KEYS = tuple(STATUS_FIELDS) + STATUS_OBJECTS + PLANT_CHECKS + OTHER_CHECKS
 PLANT_KINDS = ("therapy", "service", "all")
 
 ACTION_KEYS = ("bolus", "cancel_bolus", "suspend", "resume", "basal", "limits", "temp_basal", "cancel_temp",
-               "profile", "select_profile", "time", "calc_set", "calc", "rewind", "insert", "prime", "fill",
-               "inject")
+               "profile", "select_profile", "time", "calc_set", "calc", "rewind", "insert", "prime", "fill")
 STEP_KEYS = ("at", "note", "expect_refused", "expect") + ACTION_KEYS
 TOP_KEYS = ("name", "description", "pump", "steps")
 PUMP_KEYS = ("reservoir", "prime", "cannula", "basal", "profiles", "active_profile", "limits", "time", "state")
@@ -639,8 +638,6 @@ def _step(i: int, raw: Any, line: int | None, prev_ms: int, last_bolus_ms: int |
         code = raw["expect_refused"]
         if not step.action:
             raise _Bad("expect_refused needs an action in the same step", "expect_refused")
-        if step.action.key == "inject":
-            raise _Bad("a hardware fault is not a command: the pump cannot refuse it", "expect_refused")
         if code not in REFUSAL_CODES + ("any",):
             raise _Bad(f"unknown refusal code {_show(code)} (one of {', '.join(REFUSAL_CODES)}, or any)",
                        "expect_refused")
@@ -829,74 +826,7 @@ def _action(key: str, v: Any) -> Action:
     if key == "fill":
         mu = _with_field(key, milli, v, "fill (U)")
         return Action(key, "cannula_fill", {"mU": mu}, f"fill the cannula with {_u3(mu)} U")
-    if key == "inject":
-        return _inject(v)
     raise AssertionError(key)
-
-
-# ---- hardware faults (the simulator's SimHardware; docs/scenarios.md "Injecting faults") -------
-INJECT_KEYS = ("occlusion", "reservoir", "battery", "motor", "encoder")
-INJECT_EXAMPLE = "{occlusion: full}, {reservoir: removed}, {battery: 0.1}, {motor: stall}, {encoder: {offset: 5}}"
-PARTIAL_OCCLUSION = 100  # resistance x this for `occlusion: partial`
-
-
-def _number(v: Any, what: str, lo: float, hi: float) -> float:
-    try:
-        d = dec(v, what)
-    except _Bad:
-        d = None
-    if d is None or not lo <= d <= hi:
-        raise _Bad(f"{what} must be a number {lo:g}..{hi:g}, got {_show(v)}", what)
-    return float(d)
-
-
-def _inject(v: Any) -> Action:
-    """One fault of the simulated hardware: Action args {"what": ..., ...} for the runner."""
-    if not isinstance(v, dict) or len(v) != 1:
-        raise _Bad(f"inject is a mapping with one fault, e.g. {INJECT_EXAMPLE}", "inject")
-    what, val = next(iter(v.items()))
-    if what not in INJECT_KEYS:
-        raise _Bad(f"unknown fault {what!r} (one of {', '.join(INJECT_KEYS)})", f"inject.{what}")
-    field_ = f"inject.{what}"
-    if what == "occlusion":
-        if val == "clear":
-            return Action("inject", "", {"what": "clear"}, "inject: occlusion cleared")
-        if val in ("full", "partial"):
-            factor = None if val == "full" else PARTIAL_OCCLUSION
-        else:
-            factor = _number(val, field_ + " (resistance factor)", 2, 1e9)
-        return Action("inject", "", {"what": "occlude", "factor": factor},
-                      "inject: occlusion " + ("(full)" if factor is None else f"(resistance x {factor:g})"))
-    if what == "reservoir":
-        if val not in ("removed", "seated", "new"):
-            raise _Bad(f"reservoir is removed, seated (the same one back) or new, got {_show(val)}", field_)
-        return Action("inject", "", {"what": "remove" if val == "removed" else "seat", "new": val == "new"},
-                      f"inject: reservoir {val}")
-    if what == "battery":
-        if val == "replace":
-            return Action("inject", "", {"what": "battery"}, "inject: new battery")
-        soc = _number(val, field_ + " (state of charge)", 0, 1)
-        return Action("inject", "", {"what": "drain", "soc": soc}, f"inject: battery at {soc:.0%}")
-    if what == "motor":
-        if val in ("stall", "ok"):
-            return Action("inject", "", {"what": "stall" if val == "stall" else "motor_ok"}, f"inject: motor {val}")
-        _mapping(val, field_, ("runaway", "missed"), "stall, ok, {runaway: 20} (Hz) or {missed: 0.25}")
-        if len(val) != 1:
-            raise _Bad("one motor fault at a time", field_)
-        if "runaway" in val:
-            hz = _int(val["runaway"], field_ + ".runaway (Hz)", 1, 10_000)
-            return Action("inject", "", {"what": "runaway", "hz": hz}, f"inject: motor runaway at {hz} Hz")
-        frac = _number(val["missed"], field_ + ".missed (fraction of steps)", 0.001, 1)
-        return Action("inject", "", {"what": "missed", "fraction": frac}, f"inject: motor misses {frac:.0%} of steps")
-    if val == "ok":
-        return Action("inject", "", {"what": "encoder_ok"}, "inject: encoder ok")
-    _mapping(val, field_, ("offset", "scale"), "ok, {offset: 5} (counts) or {scale: 0.9} (counts per step)")
-    off = _int(val.get("offset", 0), field_ + ".offset (counts)", -100_000, 100_000)
-    scale = _number(val.get("scale", 1), field_ + ".scale (counts per step)", 0, 10)
-    text = ([f"jumps {off:+d} counts"] if "offset" in val else []) + (
-        [f"counts {scale:g} per step"] if "scale" in val else [])
-    return Action("inject", "", {"what": "encoder", "offset": off, "scale": scale},
-                  "inject: encoder " + " and ".join(text))
 
 
 def pairs(segs: list) -> list[list[int]]:

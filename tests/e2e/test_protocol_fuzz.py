@@ -102,7 +102,7 @@ def _fuzz_frame(rng, templates):
 def _mutate_sealed(rng, body: bytes) -> bytes:
     """Corrupt a read-only request's JSON, then seal it with a valid CRC. (Therapy commands are
     not used here: a one-byte edit can turn a valid bolus of 2500 into a valid bolus of 250.)"""
-    from basalt.proto import encode
+    from basalt.proto.frame import encode
 
     b = bytearray(body)
     i = rng.randrange(len(b))

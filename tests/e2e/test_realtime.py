@@ -1,20 +1,13 @@
 """Real-time mode: the same firmware on the wall clock, as people and latency measurements use it."""
 import time
 
-import pytest
-
 from hil.dut import Dut
 from hil.sim.firmware import SimPump
 from host.client import PumpClient
 
-# KNOWN GAP (docs/memory.md "Where it stands"): the real-time HAL costs 1.1 KB more than lockstep,
-# and at 64 KB a basal save then runs out of heap. Real-time mode runs at 66 KB until the
-# resident heap shrinks; test_realtime_saves_a_profile_in_64k below is the xfail.
-HEAP = "66K"
-
 
 def test_realtime_delivers_and_accounts_exactly():
-    with SimPump(mode="realtime", heap=HEAP) as sim, PumpClient(sim.console_url) as c:
+    with SimPump(mode="realtime") as sim, PumpClient(sim.console_url) as c:
         Dut(c, sim).prepare(reservoir_mu=10_000, segments=[[0, 0]])
         c.request("bolus", mU=1000)
         time.sleep(2.5)  # two or three 1 s ticks of 5 steps at 1.5 U/min
@@ -27,14 +20,8 @@ def test_realtime_delivers_and_accounts_exactly():
 
 
 def test_realtime_clock_follows_the_wall():
-    with SimPump(mode="realtime", heap=HEAP) as sim, PumpClient(sim.console_url) as c:
+    with SimPump(mode="realtime") as sim, PumpClient(sim.console_url) as c:
         a = c.request("ping")["uptime_s"]
         time.sleep(2.2)
         b = c.request("ping")["uptime_s"]
         assert 1 <= b - a <= 4
-
-
-@pytest.mark.xfail(strict=False, reason="KNOWN GAP: real-time mode at 64 KB cannot save a basal profile (timing-dependent, so not strict)")
-def test_realtime_saves_a_profile_in_64k():
-    with SimPump(mode="realtime") as sim, PumpClient(sim.console_url) as c:
-        Dut(c, sim).prepare(reservoir_mu=10_000, segments=[[0, 0]])

@@ -77,17 +77,3 @@ class DictStorage:
     def write_atomic(self, name, data):
         # bytes, or a sequence of chunks, as the storage HAL contract allows
         self.files[name] = bytes(data) if isinstance(data, (bytes, bytearray)) else b"".join(data)
-
-    def append(self, name, data):
-        self.files[name] = self.files.get(name, b"") + bytes(data)
-
-    def readinto(self, name, offset, buf):
-        got = self.files.get(name, b"")[offset:offset + len(buf)]
-        buf[0:len(got)] = got
-        return len(got)
-
-    def listdir(self):
-        return list(self.files)
-
-    def remove(self, name):
-        self.files.pop(name, None)

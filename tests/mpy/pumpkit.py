@@ -1,9 +1,10 @@
 # Helpers for firmware unit tests: a pump on hardware doubles, driven through the same command
 # overlays the protocol uses (so tests exercise the real validation), one tick at a time.
-import basalt.lib as overlay
-from basalt.cmd._req import lookup
-from basalt.core import Mechanics, Refused
+from basalt.core.errors import Refused
+from basalt.core.mechanics import Mechanics
 from basalt.core.pump import Pump
+from basalt.lib import overlay
+from basalt.proto.commands import lookup
 from hw_doubles import CountingMotor, DictStorage
 
 

@@ -5,7 +5,7 @@
 from basalt.cgm import cgms, sfloat, validity
 from basalt.cgm.cgms import Reading
 from basalt.cgm.validity import Validator
-from basalt.lib import crc16
+from basalt.lib.crc16 import crc16
 from mpyunit import raises
 
 # Constants written out from the spec (docs/cgms.md), independently of the codec: on MicroPython

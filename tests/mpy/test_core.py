@@ -1,8 +1,9 @@
 # Unit tests of the firmware core (delivery, state, reservoir), under the real MicroPython port.
-import basalt.lib as overlay
 from basalt.cmd._prof import segments
-from basalt.core import Mechanics, Refused
+from basalt.core.errors import Refused
+from basalt.core.mechanics import Mechanics
 from basalt.core.pump import SUSPENDED
+from basalt.lib import overlay
 from hw_doubles import DictStorage
 from mpyunit import raises
 from pumpkit import bare, cmd, make, mech, refused, run

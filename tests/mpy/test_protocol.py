@@ -2,10 +2,10 @@
 import json
 
 from basalt.cmd._prof import segments
-from basalt.core import Mechanics, Refused
+from basalt.core.mechanics import Mechanics
 from basalt.core.pump import Pump
-from basalt.lib import crc16
-from basalt.proto import MAX_FRAME, check, encode
+from basalt.lib.crc16 import crc16
+from basalt.proto.frame import MAX_FRAME, FrameError, check, encode
 from basalt.proto.server import ConsoleServer
 from hw_doubles import CountingMotor, DictStorage, PipeConsole
 from mpyunit import raises
@@ -52,7 +52,7 @@ def test_frame_round_trip_and_crc_check():
     assert f[start:end] == b'{"a":1}'
     bad = bytearray(f)
     bad[3] ^= 1
-    assert raises(Refused, check, bad, len(bad) - 1).code == "crc"
+    assert raises(FrameError, check, bad, len(bad) - 1).code == "crc"
 
 
 def test_ping_and_status():

@@ -17,7 +17,7 @@ except ImportError:  # CPython: const() is a no-op, and every _NAME constant is 
 
     __getattr__ = exports(globals())
 
-from ..lib import crc16
+from ..lib.crc16 import crc16
 from .sfloat import scaled
 
 _UUID_SERVICE = const(0x181F)

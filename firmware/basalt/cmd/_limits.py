@@ -1,5 +1,4 @@
-# Settable range of each limit: name -> (lowest, hard ceiling). Defaults are in core/__init__.py
-# (Limits). Used by limits_set (cmd/limits.py) and by settings.load, which checks stored limits.
+# Settable range of each limit: name -> (lowest, hard ceiling). Defaults are in core/limits.py.
 SPEC = {
     "max_bolus_mU": (100, 30000),  # 30 U ceiling (commercial range 0.1-30 U)
     "max_basal_mUh": (50, 30000),  # 30 U/h ceiling (Omnipod 5's maximum setting)
@@ -9,3 +8,4 @@ SPEC = {
     "bolus_speed_mU_min": (500, 15000),
     "bolus_increment_mU": (5, 100),
 }
+

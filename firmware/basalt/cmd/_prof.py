@@ -1,10 +1,14 @@
-# Basal profile helpers for the profile command overlays.
-from ..core import Refused
-from . import arg
+# Basal profile helpers for the profile-related command overlays.
+from ..core.errors import Refused
+from ._util import arg
 
 
 def daily_steps(pump, rates):
     return pump.mech.steps_floor(sum(rates) // 2)  # each slot is half an hour
+
+
+def max_rate(profiles, i=-1):
+    return max(profiles.rates[profiles.active if i < 0 else i])
 
 
 def find_profile(profiles, name):

@@ -1,19 +1,21 @@
 # Persist the settings (profiles, limits, calculator, clock) whole and atomically, through the
 # storage HAL's write-new/verify/rename. The document is JSON written in chunks, so no single
 # large string has to fit the heap; rate tables and schedules go as the hex of their uint16
-# arrays (little-endian, as on every target), not as lists of numbers. Commands save through
-# cmd.commit, which runs this module as an overlay of its own once the change is made (and
-# undoes the change if the save fails, import included).
+# arrays (little-endian, as on every target), not as lists of numbers. Imported at the top of
+# every overlay that changes settings, so a failed import refuses the command before anything
+# has changed.
 import gc
 import json
 from binascii import hexlify
 
-from . import FILE, PROFILES
+from ..core.errors import Refused
+
+FILE = "settings.json"  # active profile, limits, calculator, clock
+PROFILES = "profiles.json"  # the rate tables: rewritten only when a profile changes
 
 
 def _settings(pump):
-    yield ('{"v": 1, "active": %d, "clock_offset_s": %d, "alarm": [%d, %d, %d], "limits": ' % (
-        pump.profiles.active, pump.clock_offset_s, pump.res_low_mu, pump.res_low_h, pump.auto_off_s)).encode()
+    yield ('{"v": 1, "active": %d, "clock_offset_s": %d, "limits": ' % (pump.profiles.active, pump.clock_offset_s)).encode()
     yield json.dumps(pump.limits.to_dict()).encode()
     c = pump.calc
     if c is None:
@@ -46,3 +48,14 @@ def save(pump, profiles=False, settings=True):
         if settings:
             gc.collect()
             pump.storage.write_atomic(FILE, _settings(pump))
+
+
+def commit(pump, undo, profiles=False, settings=True):
+    """Save the change just made in memory; if it cannot be saved, undo it and refuse. (A
+    failure between the two files leaves the profiles file newer than the settings file; both
+    are valid alone, and the next successful save makes them agree.)"""
+    try:
+        save(pump, profiles, settings)
+    except Exception as e:  # noqa: BLE001 - storage full, flash error, out of memory: all the same
+        undo()
+        raise Refused("storage", "settings could not be saved (%s); nothing was changed" % type(e).__name__)

@@ -2,49 +2,76 @@
 # active one). Segments start on 30-minute boundaries; rates are mU/h up to max_basal_mUh.
 from array import array
 
-from .. import lib as overlay
-from ..core import Refused
+from ..core.errors import Refused
 from ..core.history import PROFILE_SET
-from . import arg, commit, only
+from ..core.profiles import MAX_PROFILES, SLOTS
+from . import _save
+from ._prof import daily_steps, find_profile, name_arg
+from ._util import arg, check_int, only
+
+
+def _parse(pump, segments):
+    """Flat [start_min, rate_mUh, start_min, rate_mUh, ...] on 30-minute boundaries -> an array of
+    48 half-hour slot rates. Flat, not [[start, rate], ...]: 48 nested pairs parse into ~3.8 KB of
+    objects, the flat list into ~0.7 KB - the difference between fitting a 64 KB heap or not."""
+    if type(segments) is not list or not 2 <= len(segments) <= 2 * SLOTS or len(segments) % 2:
+        raise Refused("bad_arg", "segments must be a flat list of 1..48 start_min, rate_mUh pairs")
+    max_basal = pump.limits.max_basal_mUh
+    prev = -1
+    for j in range(0, len(segments), 2):
+        start = check_int(segments[j], "segment start", 0, 1410)
+        rate = check_int(segments[j + 1], "basal rate", 0, 30000)
+        if start % 30:
+            raise Refused("range", "segment start %d is not on a 30-minute boundary" % start)
+        if start <= prev or (j == 0 and start != 0):
+            raise Refused("range", "segments start at 0 and ascend")
+        if rate > max_basal:
+            from . import _guard
+
+            _guard.refuse(pump, 4, rate, "rate %d mU/h is above the max basal of %d mU/h" % (rate, max_basal))
+        prev = start
+    rates = array("H", bytes(2 * SLOTS))
+    n = len(segments)
+    for j in range(0, n, 2):
+        end = segments[j + 2] if j + 2 < n else 1440
+        for s in range(segments[j] // 30, end // 30):
+            rates[s] = segments[j + 1]
+    return rates
 
 
 def profile_set(pump, args):
     """Create or replace a profile. Replacing the active one takes effect at the next tick;
     the basal accumulator's remainder carries over, so nothing is lost or doubled."""
     only(args, "name", "segments")
-    name = overlay.run("_prof", "name_arg", args)  # _prof is not held during the save either
-    rates = overlay.run("_segs", "parse", pump, arg(args, "segments"))  # run and dropped: not held during the save
-    if type(rates) is int:  # a rate above the max basal: refused (and recorded) by the limit guard
-        m = pump.limits.max_basal_mUh
-        overlay.run("_guard", "refuse", pump, 4, rates, "rate %d mU/h is above the max basal of %d mU/h" % (rates, m))
-    del args["segments"]  # the request's ~1 KB list of numbers, parsed: the save below needs the room
+    name = name_arg(args)
+    rates = _parse(pump, arg(args, "segments"))
     p = pump.profiles
-    i = p.names.index(name) if name in p.names else -1
-    if i < 0 and len(p.names) >= len(p.rates):  # core.Profiles has an array for each profile there can be
-        raise Refused("range", "at most %d profiles" % len(p.rates))
+    i = find_profile(p, name)
+    if i < 0 and len(p.names) >= MAX_PROFILES:
+        raise Refused("range", "at most %d profiles" % MAX_PROFILES)
     if i == p.active:  # the limit guard is needed (and loaded) only when the rates in force change
-        overlay.run("_guard", "check", pump, peak=max(rates))
-    # Written into the profile's array (core.Profiles allocates them all at boot), not swapped
-    # for this one: an array made now would stay behind among the command's garbage.
+        from . import _guard
+
+        _guard.check(pump, basal_muh=_guard.bound_with(pump, max(rates)))
     if i < 0:
-        i = len(p.names)
-        p.rates[i][:] = rates
         p.names.append(name)
+        p.rates.append(rates)
+        i = len(p.names) - 1
 
         def undo():
             p.names.pop()
+            p.rates.pop()
     else:
-        old = array("H", p.rates[i])
-        p.rates[i][:] = rates
+        old = p.rates[i]
+        p.rates[i] = rates
 
         def undo():
-            p.rates[i][:] = old
-    commit(pump, undo, profiles=True, settings=False)
-    steps = pump.mech.steps_floor(sum(rates) // 2)  # the day's total: each slot is half an hour
-    pump.record(PROFILE_SET, i, steps)
+            p.rates[i] = old
+    _save.commit(pump, undo, profiles=True, settings=False)
+    pump.record(PROFILE_SET, i, daily_steps(pump, rates))
     # No echo of the segments in the reply or the event: 48 of them are ~3.5 KB of objects,
     # which a 64 KB heap cannot spare twice; profile_get reads them back.
-    daily = pump.mech.mu_from_steps(steps)
+    daily = pump.mech.mu_from_steps(daily_steps(pump, rates))
     pump.emit("basal", {"profile": name, "daily_mU": daily})
     return {"name": name, "daily_mU": daily, "active": i == p.active}
 
@@ -52,5 +79,4 @@ def profile_set(pump, args):
 def basal_set(pump, args):
     only(args, "segments")
     p = pump.profiles
-    arg(args, "segments")  # refuses when missing; popped so that profile_set's del frees the list
-    return profile_set(pump, {"name": p.names[p.active], "segments": args.pop("segments")})
+    return profile_set(pump, {"name": p.names[p.active], "segments": arg(args, "segments")})

@@ -1,11 +1,11 @@
 # Bolus commands: normal (now, at the configured speed), extended (square wave over 30 min to
 # 8 h) and combo (a normal part now and an extended part), and cancel. One normal and one
 # extended bolus can run at a time; a second of the same kind is refused (they never queue).
-from .. import lib as overlay
-from ..core import Refused
+from ..core.errors import Refused
 from ..core.history import BOLUS_REQUEST
 from ..core.pump import REASONS
-from . import check_int, only, opt
+from . import _guard
+from ._util import check_int, only, opt
 
 
 def bolus(pump, args):
@@ -25,7 +25,7 @@ def bolus(pump, args):
     if total == 0:
         raise Refused("range", "bolus must be more than 0 mU")
     if total > lim.max_bolus_mU:
-        overlay.run("_guard", "refuse", pump, 3, total, "%d mU exceeds the max bolus of %d mU" % (total, lim.max_bolus_mU))
+        _guard.refuse(pump, 3, total, "%d mU exceeds the max bolus of %d mU" % (total, lim.max_bolus_mU))
     inc = lim.bolus_increment_mU
     if now % inc or ext % inc:
         raise Refused("range", "bolus amounts must be multiples of %d mU" % inc)
@@ -41,7 +41,7 @@ def bolus(pump, args):
     owed = (pump.nb_req - pump.nb_done) + (pump.xb_req - pump.xb_done) + pump.delivery.in_flight()
     if now_s + ext_s > pump.reservoir_steps - owed:
         raise Refused("reservoir", "bolus does not fit in the reservoir")
-    overlay.run("_guard", "check", pump, now_s, ext_s, minutes * 60)
+    _guard.check(pump, normal=now_s, ext=ext_s, ext_dur_s=minutes * 60)
     pump.bolus_id += 1
     if now_s:
         pump.nb_req, pump.nb_done, pump.nb_id = now_s, 0, pump.bolus_id

@@ -9,8 +9,9 @@
 # the action curve itself is evaluated in floating point.
 import math
 
-from ..core import Refused
-from . import check_int, int_arg, only, opt
+from ..core.errors import Refused
+from ..core.window import IOB_B
+from ._util import check_int, int_arg, only, opt
 
 
 def _at(sched, minute, step):
@@ -44,7 +45,7 @@ def iob_uu(pump):
     total = 0
     w = pump.win
     for k in range(td // 5 + 1):
-        steps = w.bolus5[(w.minute // 5 - k) % len(w.bolus5)]  # the 5-minute bucket k buckets ago
+        steps = w.bolus5[(w.minute // 5 - k) % IOB_B]  # the 5-minute bucket k buckets ago
         if steps:
             total += int(steps * u * _remaining(k * 5, td, tp))
     return total

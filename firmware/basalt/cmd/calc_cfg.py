@@ -1,8 +1,9 @@
 # Bolus calculator settings: carb ratio, sensitivity and target schedules; insulin action.
 from array import array
 
-from ..core import Refused
-from . import arg, check_int, commit, only, opt
+from ..core.errors import Refused
+from . import _save
+from ._util import arg, check_int, only, opt
 
 DEFAULTS = {"dia_min": 300, "peak_min": 75}  # OpenAPS exponential-curve defaults (rapid-acting)
 
@@ -55,7 +56,7 @@ def calc_set(pump, args):
 
         def undo():
             pump.calc = old
-        commit(pump, undo)
+        _save.commit(pump, undo)
     return {"dia_min": dia, "peak_min": peak, "entries": [len(cr) // 2, len(isf) // 2, len(target) // 3]}
 
 

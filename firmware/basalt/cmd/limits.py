@@ -1,8 +1,9 @@
-# Therapy limits: change them (all validated together, then applied together).
-from .. import lib as overlay
-from ..core import Refused
-from . import check_int, commit
+# Therapy limits: read and change them (all validated together, then applied together).
+from ..core.errors import Refused
+from . import _save
 from ._limits import SPEC
+from ._prof import max_rate
+from ._util import check_int
 
 
 def limits_set(pump, args):
@@ -26,7 +27,7 @@ def limits_set(pump, args):
     if new["max_day_mU"] < 24 * new["max_basal_mUh"]:
         raise Refused("range", "max_day_mU must be at least 24 hours of max_basal_mUh")
     for i in range(len(pump.profiles.names)):
-        if max(pump.profiles.rates[i]) > new["max_basal_mUh"]:
+        if max_rate(pump.profiles, i) > new["max_basal_mUh"]:
             raise Refused("limit", "max_basal_mUh: profile %s has a higher rate" % pump.profiles.names[i])
     if pump.tb_end and pump.tb_pct < 0 and pump.tb_rate > new["max_basal_mUh"]:
         raise Refused("limit", "max_basal_mUh: the running temp basal is above it")
@@ -34,7 +35,9 @@ def limits_set(pump, args):
         # Lowered caps must still hold for what is already committed; raised caps hold by
         # construction (commitments were checked against the lower ones), so the guard is only
         # loaded when it can matter.
-        overlay.run("_guard", "check", pump, caps=(m.steps_floor(new["max_hour_mU"]), m.steps_floor(new["max_day_mU"])))
+        from . import _guard
+
+        _guard.check(pump, caps=(m.steps_floor(new["max_hour_mU"]), m.steps_floor(new["max_day_mU"])))
     old = pump.limits.to_dict()
     for k in new:
         setattr(pump.limits, k, new[k])
@@ -44,5 +47,5 @@ def limits_set(pump, args):
         for k in old:
             setattr(pump.limits, k, old[k])
         pump.set_caps()
-    commit(pump, undo)
+    _save.commit(pump, undo)
     return pump.limits.to_dict()

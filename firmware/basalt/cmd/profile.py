@@ -1,6 +1,6 @@
 # Basal profiles: list, read, select, delete (editing is basal.py).
-from . import only
 from ._prof import daily_steps, profile_index, segments
+from ._util import only
 
 
 def profile_list(pump, args):

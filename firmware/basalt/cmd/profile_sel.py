@@ -1,22 +1,22 @@
 # Basal profiles: select the active one, delete one (reading is profile.py, editing basal.py).
-from .. import lib as overlay
-from ..core import Refused
+from ..core.errors import Refused
 from ..core.history import PROFILE_SELECT
-from . import commit, only
-from ._prof import profile_index
+from . import _guard, _save
+from ._prof import max_rate, profile_index
+from ._util import only
 
 
 def profile_select(pump, args):
     only(args, "name")
     i = profile_index(pump, args)
     p = pump.profiles
-    overlay.run("_guard", "check", pump, peak=max(p.rates[i]))
+    _guard.check(pump, basal_muh=_guard.bound_with(pump, max_rate(p, i)))
     old = p.active
     p.active = i
 
     def undo():
         p.active = old
-    commit(pump, undo)
+    _save.commit(pump, undo)
     pump.record(PROFILE_SELECT, i)
     pump.emit("basal", {"profile": p.names[i], "active": True})
     return {"active": p.names[i]}
@@ -29,13 +29,12 @@ def profile_delete(pump, args):
     if i == p.active:
         raise Refused("state", "the active profile cannot be deleted")
     name, rates, active = p.names.pop(i), p.rates.pop(i), p.active
-    p.rates.append(rates)  # its array becomes the spare one (core.Profiles keeps all of them)
     if p.active > i:
         p.active -= 1
 
     def undo():
         p.names.insert(i, name)
-        p.rates.insert(i, p.rates.pop())
+        p.rates.insert(i, rates)
         p.active = active
-    commit(pump, undo, profiles=True)
+    _save.commit(pump, undo, profiles=True)
     return {"profiles": list(p.names)}

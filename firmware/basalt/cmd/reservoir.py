@@ -3,10 +3,10 @@
 #   -> cannula_fill {mU, default 300} -> resume
 # Delivery is impossible until the workflow completes. Priming and cannula fill are counted
 # apart from therapy (prime_steps), never as basal or bolus.
-from ..core import Refused
 from ..core import pump as P
+from ..core.errors import Refused
 from ..core.history import RESERVOIR, RESUME
-from . import check_int, only, opt
+from ._util import check_int, only, opt
 
 
 def suspend(pump, args):
@@ -24,16 +24,6 @@ def resume(pump, args):
         raise Refused("reservoir", "finish the reservoir change first (now: %s)" % pump.res_state)
     if pump.reservoir_steps == 0:
         raise Refused("reservoir", "the reservoir is empty; change it")
-    for c in range(1, len(P.ALARMS)):  # the user must have seen why delivery stopped
-        if pump.alarm_st[c] == 1 and P.PRIO[c] == 3:
-            raise Refused("alarm", "acknowledge the %s alarm first" % P.ALARMS[c])
-    if pump.alarm_st[8]:
-        raise Refused("battery", "the battery is depleted; replace it")
-    if pump.hw is not None:  # after a motor fault or an occlusion: start the checks afresh
-        pump.hw.enable(True)
-        pump.enc0 = None
-        if pump.occ is not None:
-            pump.occ.reset()
     pump.state = P.RUNNING
     pump.reason = 0
     pump.record(RESUME)
@@ -99,16 +89,8 @@ def cannula_fill(pump, args):
     pump.fill_target = steps
     pump.prime_run = 0
     pump.res_state = P.FILLING if steps else P.READY
-    if not steps:
-        ready(pump)
     pump.emit("reservoir", {"state": pump.res_state, "cannula_mU": mu})
     return {"state": pump.res_state, "cannula_mU": mu}
-
-
-def ready(pump):
-    """A new reservoir is in place: the alarms about the old one end."""
-    for c in (1, 6, 10):
-        pump.clear_alarm(c)
 
 
 def need_suspended(pump, what):

@@ -1,6 +1,6 @@
 # One control tick of the reservoir change (rewind, prime, cannula fill), while suspended.
 # An overlay: it runs only during the minutes a reservoir change takes.
-from ..core import DELIVER, RETRACT
+from ..core.delivery import DELIVER, RETRACT
 from ..core.history import PRIME, REWIND
 from ..core.pump import PRIME_HZ, PRIME_MAX_STEPS, PRIMED, PRIMING, READY, REWINDING, REWOUND
 
@@ -28,9 +28,6 @@ def tick(pump):
     else:  # FILLING
         if pump.prime_run >= pump.fill_target or left == 0:
             pump.res_state = READY if pump.prime_run >= pump.fill_target else PRIMED
-            if pump.res_state == READY:
-                for c in (1, 6, 10):  # a new reservoir is in place: the alarms about the old one end
-                    pump.clear_alarm(c)
             pump.record(PRIME, pump.prime_run, 2)
             pump.emit("reservoir", {"state": pump.res_state, "cannula_steps": pump.prime_run})
             return

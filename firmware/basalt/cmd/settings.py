@@ -5,8 +5,10 @@
 import json
 from binascii import unhexlify
 
-from . import FILE, PROFILES, check_int
+from ..core.profiles import MAX_PROFILES, SLOTS
 from ._limits import SPEC
+from ._save import FILE, PROFILES
+from ._util import check_int
 
 
 def load(pump):
@@ -19,25 +21,21 @@ def load(pump):
     try:
         from array import array
 
-        # settings.json is written only when a setting changes (a basal_set writes profiles only)
-        doc = json.loads(raw) if raw else {"active": 0, "limits": pump.limits.to_dict()}
-        # profiles.json is written only when a profile changes: without it the defaults stand
-        pdoc = json.loads(praw) if praw else {"profiles": ()}
+        doc = json.loads(raw)
+        pdoc = json.loads(praw)
         lim = doc["limits"]
         for k in SPEC:
             check_int(lim[k], k, SPEC[k][0], SPEC[k][1])
         names, rates = [], []
-        if not praw:
-            names, rates = pump.profiles.names, pump.profiles.rates
         for name, h in pdoc["profiles"]:
             r = array("H", unhexlify(h))  # see _save.py: uint16 slot rates, hex
-            if type(name) is not str or len(r) != len(pump.profiles.rates[0]):
+            if type(name) is not str or len(r) != SLOTS:
                 raise ValueError("profile")
             for x in r:
                 check_int(x, "rate", 0, lim["max_basal_mUh"])
             names.append(name)
             rates.append(r)
-        if not 1 <= len(names) <= len(pump.profiles.rates):
+        if not 1 <= len(names) <= MAX_PROFILES:
             raise ValueError("profiles")
         active = check_int(doc["active"], "active", 0, len(names) - 1)
         calc = doc.get("calc")
@@ -52,22 +50,14 @@ def load(pump):
         offset = doc.get("clock_offset_s", 0)
         if type(offset) is not int:
             raise ValueError("clock")
-        al = doc.get("alarm", (20000, 0, 0))  # reservoir_low_mU, reservoir_low_h, auto_off_s
-        check_int(al[0], "alarm", 0, 100000)
-        check_int(al[1], "alarm", 0, 72)
-        check_int(al[2], "alarm", 0, 86400)
     except Exception:  # noqa: BLE001 - any fault in stored settings: keep the safe defaults
         return False
     for k in SPEC:
         setattr(pump.limits, k, lim[k])
     pump.set_caps()
-    p = pump.profiles
-    for i in range(len(names)):
-        p.rates[i][:] = rates[i]  # into the arrays core.Profiles allocated at boot
-    p.names, p.active = names, active
+    pump.profiles.names, pump.profiles.rates, pump.profiles.active = names, rates, active
     pump.calc = calc
     pump.clock_offset_s = offset
-    pump.res_low_mu, pump.res_low_h, pump.auto_off_s = al[0], al[1], al[2]
     return True
 
 

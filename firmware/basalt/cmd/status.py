@@ -1,6 +1,6 @@
 # The status report.
 from ..core import pump as P
-from . import only
+from ._util import only
 
 
 def status(pump, args):
@@ -19,8 +19,7 @@ def status(pump, args):
           "last_hour_mU": m.mu_from_steps(pump.win.hour_sum), "last_day_mU": m.mu_from_steps(pump.win.day_sum),
           "bolus": pump.bolus_info(1, "running") if pump.nb_req else None,
           "extended": pump.bolus_info(2, "running") if pump.xb_req else None,
-          "temp_basal": None, "limit_hold": pump.holding, "history_seq": pump.history.seq,
-          "alarms": [P.ALARMS[c] for c in range(1, len(P.ALARMS)) if pump.alarm_st[c]]}
+          "temp_basal": None, "limit_hold": pump.holding, "history_seq": pump.history.seq}
     if pump.tb_end:
         st["temp_basal"] = {"percent": pump.tb_pct, "rate_mUh": pump.tb_rate, "minutes": pump.tb_min,
                             "remaining_s": pump.tb_end - pump.uptime_s,

@@ -1,8 +1,9 @@
 # Temporary basal rates.
-from .. import lib as overlay
-from ..core import Refused
+from ..core.errors import Refused
 from ..core.history import TEMP_START
-from . import int_arg, only
+from . import _guard
+from ._prof import max_rate
+from ._util import int_arg, only
 
 
 def temp_basal(pump, args):
@@ -20,11 +21,10 @@ def temp_basal(pump, args):
     pct = int_arg(args, "percent", 0, 250) if "percent" in args else -1
     rate = int_arg(args, "rate_mUh", 0, 30000) if pct < 0 else 0
     max_basal = pump.limits.max_basal_mUh
-    p = pump.profiles
-    eff = rate if pct < 0 else (max(p.rates[p.active]) * pct + 99) // 100
+    eff = rate if pct < 0 else (max_rate(pump.profiles) * pct + 99) // 100
     if eff > max_basal:
-        overlay.run("_guard", "refuse", pump, 4, eff, "temp basal reaches %d mU/h, above the max basal of %d mU/h" % (eff, max_basal))
-    overlay.run("_guard", "check", pump, pct=pct, rate=rate)
+        _guard.refuse(pump, 4, eff, "temp basal reaches %d mU/h, above the max basal of %d mU/h" % (eff, max_basal))
+    _guard.check(pump, basal_muh=_guard.basal_bound(pump, -1, pct, rate))
     old = pump.end_temp(2)
     pump.tb_pct, pump.tb_rate, pump.tb_min, pump.tb_steps = pct, rate, minutes, 0
     pump.tb_end = pump.uptime_s + minutes * 60

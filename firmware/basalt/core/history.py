@@ -1,35 +1,21 @@
-# The event history and the therapy-state journal: two append-only logs in flash, through the
-# storage HAL (docs/persistence.md). Each is a ring of segment files of fixed-size records, each
-# record with its sequence number and a CRC: record s (from 1) of log "h" lives in file "h<k>",
-# k = (s-1) // per, at byte ((s-1) % per) * size (LOGS gives size and per), so a reader finds any
-# record without an index. Opening a new segment drops the oldest one - never the newest.
-#   history   seq u32 | t u32 (pump s) | type u8 | 0 u8 | a i32 | b i32 | crc u16     = 20 bytes, LE
-#   journal   seq u32 | history seq u32 | 30 x i32 of pump state (save()) | crc u16  = 130 bytes
-# A record is stored (littlefs commits on close) before the command or tick that wrote it goes
-# on, so whatever the host saw acknowledged is in flash. One that storage refuses (flash full or
-# failing) is not counted: the next takes its seq, so the layout stays exact. The journal holds
-# snapshots of the therapy state (basalt/cmd/recover.py restores the newest at boot): written
-# after every command, after any record, and before the motor would get more than CKPT steps
-# past the last snapshot - the most delivery a power cut can leave unaccounted. Pump time t
-# goes on across restarts (the clock stops while the power is off).
+# The event history: fixed-size binary records in a RAM ring, each with a sequence number and
+# a CRC, in the layout the flash log will store (so persistence is a matter of writing them).
+#   seq u32 | t u32 (uptime s) | type u8 | 0 u8 | a i32 | b i32 | crc u16   = 20 bytes, LE
 import struct
 
 from micropython import const
 
-from ..lib import crc16
+from ..lib.crc16 import crc16
 
 REC = const(20)
+RING = const(24)
 FMT = "<IIBBii"
-# log -> (record bytes, records per segment, segments kept, snapshot format): the history keeps
-# its newest 1920..2048 records (40 KB); the journal 30..60 snapshots, one 4 KB block a segment
-LOGS = {"h": (REC, 128, 16), "s": (130, 30, 2, "<II30i")}
-CKPT = const(10)  # steps: 0.05 U on the reference mechanism
 
 # record types; a and b carry the amounts actually delivered, in steps, where there are any
 PROFILE_SELECT = const(1)  # a = profile index
 PROFILE_SET = const(2)  # a = profile index, b = daily total (steps)
 TEMP_START = const(3)  # a = percent (or -1), b = minutes
-TEMP_END = const(4)  # a = basal steps delivered during it, b = 1 ended, 2 cancelled, 3 interrupted (restart)
+TEMP_END = const(4)  # a = basal steps delivered during it, b = 1 ended, 2 cancelled
 BOLUS_REQUEST = const(5)  # a = normal steps, b = extended steps
 BOLUS_DONE = const(6)  # a = delivered steps, b = kind (1 normal, 2 extended)
 BOLUS_CANCEL = const(7)  # a = delivered steps, b = requested steps (b < 0: extended)
@@ -38,79 +24,20 @@ PRIME = const(9)  # a = steps primed, b = 1 tubing, 2 cannula
 REWIND = const(10)  # a = steps retracted
 SUSPEND = const(11)  # a = reason code
 RESUME = const(12)
-ALARM = const(13)  # a = alarm code, b = priority (3 high, 2 medium, 1 low)
+ALARM = const(13)  # a = alarm code
 RESERVOIR = const(14)  # a = fill steps
 TIME_SET = const(15)  # a = new local time (s since 2000), b = old
 LIMIT_HOLD = const(16)  # a = steps withheld by the delivery backstop
-ALARM_CLEAR = const(17)  # a = alarm code, b = 1 acknowledged (still active), 2 cleared
-BACKOFF = const(18)  # a = steps retracted to relieve an occlusion
-# 19 boot, 20 repair, 21 bolus_interrupted: written only at boot (cmd/recover.py defines them)
-
-# reservoir workflow states, in the journal's code order (core/pump.py names them)
-RES = ("none", "rewinding", "rewound", "inserted", "priming", "primed", "filling", "ready")
 
 
 class History:
     def __init__(self):
-        self.buf = bytearray(REC)
-        self.snap = bytearray(130)
-        self.seq = 0  # newest history record (0: none)
-        self.sseq = 0  # newest journal snapshot
-        # motor steps accounted since the last snapshot (core/pump.py _settle); a record adds
-        # CKPT + 1, so the next sync() writes a snapshot
-        self.unsaved = 0
+        self.buf = bytearray(REC * RING)
+        self.seq = 0  # sequence number of the newest record (0: none)
 
-    def add(self, store, t, kind, a=0, b=0):
-        """Append a record; return its seq."""
-        r = self.buf
-        struct.pack_into(FMT, r, 0, self.seq + 1, t, kind, 0, a, b)
-        struct.pack_into("<H", r, 18, crc16(r, 0, 18))
-        self.unsaved += CKPT + 1
-        if self.write(store, "h", self.seq, r):
-            self.seq += 1
+    def add(self, t, kind, a=0, b=0):
+        self.seq += 1
+        off = (self.seq % RING) * REC
+        struct.pack_into(FMT, self.buf, off, self.seq, t, kind, 0, a, b)
+        struct.pack_into("<H", self.buf, off + 18, crc16(self.buf, off, off + 18))
         return self.seq
-
-    def write(self, store, log, seq, data):
-        """Append record seq+1 of a log; the first record of a segment drops the oldest segment."""
-        if store is None:
-            return True
-        g = LOGS[log]
-        k = seq // g[1]
-        try:
-            store.append(log + str(k), data)
-            if seq % g[1] == 0 and k >= g[2]:
-                store.remove(log + str(k - g[2]))
-            return True
-        except Exception:  # noqa: BLE001 - flash full or failing: never take therapy down with it
-            return False
-
-    def sync(self, pump, n):
-        """Snapshot the pump's state if a record was written since the last snapshot, or if the
-        motor, about to be given n more steps, would otherwise be more than CKPT past it."""
-        if self.unsaved + n > CKPT:
-            self.save(pump)
-
-    def save(self, pump, kind=0):
-        """Append a journal snapshot of the pump (kind 1: the orderly shutdown's last one). The
-        fields, in order, are the ones basalt/cmd/recover.py restores."""
-        p = pump
-        act = ack = 0
-        st = p.alarm_st
-        for i in range(len(st)):
-            if st[i] == 1:
-                act |= 1 << i
-            elif st[i]:
-                ack |= 1 << i
-        w = p.win
-        s = self.snap
-        struct.pack_into(
-            LOGS["s"][3], s, 0, self.sseq + 1, self.seq, p.uptime_s, p.clock_offset_s,
-            (p.state == "running") | p.reason << 1 | RES.index(p.res_state) << 5 | kind << 8 | p.holding << 9,
-            p.reservoir_steps, p.plunger_steps, p.basal_steps, p.bolus_steps, p.prime_steps, p.extra_steps,
-            p.nb_req, p.nb_done, p.nb_id, p.xb_req, p.xb_done, p.xb_dur, p.xb_start, p.xb_id, p.bolus_id,
-            p.tb_end, p.tb_pct, p.tb_rate, p.tb_min, p.tb_steps, w.hour_sum, w.day_sum, sum(w.bolus5),
-            act, ack, p.prime_run, p.fill_target)
-        struct.pack_into("<H", s, 128, crc16(s, 0, 128))
-        if self.write(p.storage, "s", self.sseq, s):
-            self.sseq += 1
-        self.unsaved = 0  # failed or not: retried at the next change, not on every loop

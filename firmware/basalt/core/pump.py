@@ -9,18 +9,20 @@
 # Therapy     basal from the active profile at local time of day, or a temp basal; one normal
 #             and one extended bolus at a time (a combo is one of each). Every emitted step is
 #             accounted from the motor's counter; totals, reservoir and plunger are exact.
-from micropython import const
-
-from .. import lib as overlay
-from . import RETRACT, Delivery, Limits, Profiles, Windows
+from ..lib import overlay
+from .delivery import RETRACT, Delivery
 from .history import (
     ALARM,
-    ALARM_CLEAR,
-    BACKOFF,
+    BOLUS_CANCEL,
+    BOLUS_DONE,
     LIMIT_HOLD,
     SUSPEND,
+    TEMP_END,
     History,
 )
+from .limits import Limits
+from .profiles import Profiles
+from .window import Windows
 
 RUNNING = "running"
 SUSPENDED = "suspended"
@@ -36,23 +38,12 @@ FILLING = "filling"
 READY = "ready"
 
 # suspend reasons (history code = index)
-REASONS = ("boot", "user", "reservoir_empty", "fault", "reservoir", "occlusion", "motor_fault", "battery_depleted",
-           "auto_off", "reservoir_removed")
+REASONS = ("boot", "user", "reservoir_empty", "fault", "reservoir")
 
 PROGRESS_EVERY_S = 5  # bolus progress events while a bolus runs
 PRIME_HZ = 40  # 12 U/min: tubing prime speed
 PRIME_MAX_STEPS = 6000  # 30 U: a prime that long means something is wrong; stop it
 CANNULA_FILL_MU = 300  # 0.3 U, the soft-cannula fill volume of common infusion sets
-
-# Hardware checks on every tick's readings (docs/alarms.md, docs/hazards.md)
-_ENC_TOL = const(2)  # encoder counts of disagreement tolerated before a motor fault
-_BACKOFF_PER_TICK = const(10)  # occlusion relief: steps retracted per tick ...
-_BACKOFF_MAX = const(400)  # ... and at most this many (2 U): never draw back more than was pushed
-_BATT_LOW_MV = const(3650)  # ~15 % of a Li-ion cell at rest: 1-2 days left (docs/plant.md)
-_BATT_DEPLETED_MV = const(3450)  # ~5 %: stop delivery safely while the board still runs
-_BATT_CLEAR_MV = const(3800)  # hysteresis: battery alarms clear above this (a new cell)
-_BATT_DEBOUNCE = const(3)  # consecutive low readings before a battery alarm
-_AUTO_OFF_GRACE_S = const(60)  # the auto-off alarm sounds this long before delivery stops
 
 
 class Pump:
@@ -94,24 +85,6 @@ class Pump:
         self.holding = False  # the limit backstop is withholding delivery
         self.cap_hour = self.cap_day = 0
         self.set_caps()
-        # hardware checks (app.build hands these in; None/0 = the board lacks the part)
-        self.hw = None  # the HAL: sense() -> [pressure, battery, flags, encoder], enable(on)
-        self.occ = None  # core/occlusion.Occlusion
-        self.enc_k = 0  # encoder counts per step
-        self.enc0 = None  # encoder reading when plunger_steps was 0 (see _check)
-        self.enc_last = 0  # the previous encoder reading
-        self.batt_mv = 0  # battery mV at ADC full scale
-        self.lowv = 0  # consecutive low battery readings
-        self.fwd = 0  # forward steps the last train emitted (what the force reading follows)
-        self.relief = 0  # occlusion back-off: steps still allowed (0 = not relieving)
-        # alarms: state per code (0 off, 1 active, 2 acknowledged), when raised, next reminder
-        self.alarm_st = bytearray(len(ALARMS))
-        self.alarm_t = [0] * len(ALARMS)
-        self.remind = 0
-        self.res_low_mu = 20000  # low-reservoir alert: below this many mU ...
-        self.res_low_h = 0  # ... or, when set, below this many hours at the current rate
-        self.auto_off_s = 0  # auto-off after this long without user interaction (0 = off)
-        self.user_t = 0  # uptime of the last user interaction
 
     # ---- time -------------------------------------------------------------------------
     def local_s(self):
@@ -138,31 +111,13 @@ class Pump:
     def tick(self):
         """One control period. The train it starts covers the second [u, u+1) of uptime u, at
         the rates in force at its start: a segment or temp basal that begins at u owns it."""
-        self.fwd = 0
         self._settle(False)
         u = self.uptime_s
         minute = self.minute_of_day()
         self.uptime_s = u + 1
         self.win.advance(u)
-        if self.hw is not None:
-            self._check(self.hw.sense())
-        if self.remind and self.uptime_s >= self.remind:  # (a negative remind is due at once)
-            try:
-                overlay.call("alarm", "remind", self)
-            except Exception:  # noqa: BLE001 - it could not load: sound anyway, try again soon
-                self.show("alarm", "alarm")
-                self.remind = self.uptime_s + 15
         if self.tb_end and u >= self.tb_end:
             self.end_temp(1)
-        if self.relief:  # occlusion back-off: take back what was pushed into the blocked line
-            if self.relief > 0:
-                n = _BACKOFF_PER_TICK if _BACKOFF_PER_TICK < self.relief else self.relief
-                self.relief = -n if n == self.relief else self.relief - n  # < 0: last train out
-                self.delivery.service(n, RETRACT)
-                return
-            self.record(BACKOFF, self.prime_run)
-            self.emit("reservoir", {"state": "relieved", "backoff_steps": self.prime_run})
-            self.relief = 0
         if self.res_state in (REWINDING, PRIMING, FILLING):
             # Reservoir change (suspended): the rewind/prime/fill step lives in an overlay, as it
             # runs only for the minutes a reservoir change takes.
@@ -171,12 +126,8 @@ class Pump:
         if self.state != RUNNING:
             return
         if self.reservoir_steps == 0:
-            self.halt(2, "reservoir_empty")
+            self.stop_delivery(2)
             return
-        if u % 60 == 0:
-            self._minute(u)
-            if self.state != RUNNING:
-                return
         d = self.delivery
         if self.tb_end and self.tb_pct < 0:
             basal = d.accrue_basal(self.tb_rate, -1)
@@ -208,14 +159,12 @@ class Pump:
                 self.alarm("limit_hold")
         elif self.holding and n and self.win.hour_sum + n <= self.cap_hour // 2:
             self.holding = False  # clear once well inside the limit again
-            self.clear_alarm(3)
         if basal + ext + normal > self.reservoir_steps:
             left = self.reservoir_steps
             basal = basal if basal < left else left
             ext = ext if ext < left - basal else left - basal
             normal = normal if normal < left - basal - ext else left - basal - ext
         self.train_in_temp = self.tb_end != 0
-        self.history.sync(self, basal + ext + normal)  # snapshot first if this train could pass the bound
         d.start(basal, ext, normal)
         if (self.nb_req or self.xb_req) and self.uptime_s % PROGRESS_EVERY_S == 0:
             if self.nb_req:
@@ -228,15 +177,11 @@ class Pump:
         basal, ext, normal, service, extra = self.delivery.settle(stop)
         if basal + ext + normal + service + extra == 0:
             return
-        self.history.unsaved += basal + ext + normal + service + extra  # not yet in a state snapshot
         if direction == RETRACT:
             self.plunger_steps -= service + extra
             self.prime_run += service
-            if self.res_state == READY:  # occlusion back-off: the insulin comes back
-                self.reservoir_steps += service
             return
         used = basal + ext + normal + service + extra
-        self.fwd = used
         self.plunger_steps += used
         self.reservoir_steps = self.reservoir_steps - used if used < self.reservoir_steps else 0
         self.basal_steps += basal
@@ -254,75 +199,37 @@ class Pump:
         if self.xb_req and self.xb_done >= self.xb_req:
             self._bolus_end(2, "complete")
 
-    # ---- hardware checks ----------------------------------------------------------------
-    def _check(self, s):
-        """The tick's readings: s = [force sensor, battery, flags, encoder] (HAL sense())."""
-        # The encoder must agree with the steps the motor was told to make. enc0: the reading at
-        # plunger 0 (None: take it from this reading; False: the driver is off, nothing to check).
-        if self.enc_k and self.enc0 is not False:
-            if self.enc0 is None:
-                self.enc0 = s[3] - self.plunger_steps * self.enc_k
-            d = s[3] - self.enc0 - self.plunger_steps * self.enc_k
-            if d > _ENC_TOL or d < -_ENC_TOL:
-                # the motor did not do what it was told: cut it off (a runaway stops here)
-                moved = s[3] - self.enc_last if self.fwd else 0
-                self.enc0 = False
-                self.hw.enable(False)
-                self.halt(6, "motor_fault", "%s (%+d counts)" % (("runaway" if self.fwd == 0 else "over_delivery") if d > 0 else
-                          ("stall" if self.fwd and moved == 0 else "missed_steps"), d))
-                self.relief = 0
-            self.enc_last = s[3]
-        if not s[2] & 1:  # the reservoir switch: nothing seated
-            if self.res_state not in (NONE, REWINDING, REWOUND):
-                self.halt(9, "reservoir_removed")
-                self.res_state = NONE  # a full reservoir change is needed now
-                self.reservoir_steps = 0
-                self.relief = 0
-        elif self.alarm_st[10]:
-            self.clear_alarm(10)
-        if self.batt_mv:
-            mv = s[1] * self.batt_mv // 4095
-            if mv < _BATT_LOW_MV:
-                self.lowv += 1
-                if self.lowv >= _BATT_DEBOUNCE:
-                    if mv < _BATT_DEPLETED_MV:
-                        if not self.alarm_st[8]:
-                            self.halt(7, "battery_depleted", "%d mV" % mv)
-                    elif not self.alarm_st[7]:
-                        self.alarm("battery_low", "%d mV" % mv)
-            else:
-                self.lowv = 0
-                if mv > _BATT_CLEAR_MV:
-                    self.clear_alarm(7)
-                    self.clear_alarm(8)
-        if self.occ is not None and self.occ.update(s[0], self.fwd) and self.state == RUNNING:
-            self.halt(5, "occlusion")
-            # now relieve the pressure, so that clearing the line cannot push a bolus; the
-            # detector knows how many steps went into the blocked line
-            r = self.occ.relief
-            self.relief = r if r < _BACKOFF_MAX else _BACKOFF_MAX
-            self.prime_run = 0  # counts the back-off
-
-    def _minute(self, u):
-        """Once a minute while running: the low-reservoir alert and auto-off."""
-        if not self.alarm_st[6]:
-            mu = self.mech.mu_from_steps(self.reservoir_steps)
-            if mu < (self.basal_rate() * self.res_low_h if self.res_low_h else self.res_low_mu):  # mU/h x h = mU
-                self.alarm("reservoir_low", "%d mU left" % mu)
-        if self.auto_off_s and u - self.user_t >= self.auto_off_s:
-            if not self.alarm_st[11]:
-                self.alarm("auto_off")
-            elif u - self.alarm_t[11] >= _AUTO_OFF_GRACE_S:
-                self.halt(8, "auto_off")  # the alarm is still raised: that halt adds the stop
-
-    # ---- boluses and temp basal: their reports and ends are cmd/therapy.py's ---------
-    # (an overlay: they run when a bolus or temp basal reports or ends, not every tick)
+    # ---- boluses ----------------------------------------------------------------------
     def bolus_info(self, kind, phase):
-        return overlay.call("therapy", "bolus_info", self, kind, phase)
+        m = self.mech
+        if kind == 1:
+            bid, req, done = self.nb_id, self.nb_req, self.nb_done
+        else:
+            bid, req, done = self.xb_id, self.xb_req, self.xb_done
+        info = {"id": bid, "kind": "normal" if kind == 1 else "extended", "phase": phase,
+                "requested_mU": m.mu_from_steps(req), "delivered_mU": m.mu_from_steps(done),
+                "requested_steps": req, "delivered_steps": done}
+        if kind == 2:
+            info["minutes"] = self.xb_dur // 60
+        return info
 
     def _bolus_end(self, kind, phase):
-        return overlay.call("therapy", "bolus_end", self, kind, phase)
+        info = self.bolus_info(kind, phase)
+        if phase == "complete":
+            self.record(BOLUS_DONE, info["delivered_steps"], kind)
+        else:
+            req = info["requested_steps"]
+            self.record(BOLUS_CANCEL, info["delivered_steps"], req if kind == 1 else -req)
+        self.emit("bolus", info)
+        if kind == 1:
+            self.nb_req = self.nb_done = 0
+            self.delivery.normal_acc = 0
+        else:
+            self.xb_req = self.xb_done = 0
+            self.delivery.ext_acc = 0
+        return info
 
+    # ---- temp basal -------------------------------------------------------------------
     def end_temp(self, how):
         """End the temp basal: how 1 = ran its course (at a tick, trains already accounted),
         2 = cancelled/replaced/suspended (first account the train in flight, which is its)."""
@@ -330,30 +237,33 @@ class Pump:
             return None
         if how == 2:
             self._settle(True)
-        return overlay.call("therapy", "temp_end", self, how)
+        info = {"phase": "ended" if how == 1 else "cancelled", "percent": self.tb_pct, "rate_mUh": self.tb_rate,
+                "minutes": self.tb_min, "delivered_mU": self.mech.mu_from_steps(self.tb_steps),
+                "delivered_steps": self.tb_steps}
+        self.record(TEMP_END, self.tb_steps, how)
+        self.tb_end = 0
+        self.tb_pct = -1
+        self.emit("temp_basal", info)
+        return info
 
     # ---- state ------------------------------------------------------------------------
     def stop_delivery(self, reason):
         """Stop the motor now, account exactly, end boluses and any temp basal, and suspend."""
         self._settle(True)
-        m = self.mech
-        out = {"state": SUSPENDED, "bolus_cancelled": None, "extended_cancelled": None, "temp_cancelled": None,
-               "delivered_mU": m.mu_from_steps(self.basal_steps + self.bolus_steps),
-               "last_hour_mU": m.mu_from_steps(self.win.hour_sum)}
-        try:
-            if self.nb_req:
-                out["bolus_cancelled"] = self._bolus_end(1, "cancelled")
-            if self.xb_req:
-                out["extended_cancelled"] = self._bolus_end(2, "cancelled")
-            out["temp_cancelled"] = self.end_temp(2)
-        except Exception:  # noqa: BLE001 - the report could not load: stop them all the same
-            self.nb_req = self.xb_req = self.tb_end = 0
+        out = {"state": SUSPENDED, "bolus_cancelled": None, "extended_cancelled": None, "temp_cancelled": None}
+        if self.nb_req:
+            out["bolus_cancelled"] = self._bolus_end(1, "cancelled")
+        if self.xb_req:
+            out["extended_cancelled"] = self._bolus_end(2, "cancelled")
+        out["temp_cancelled"] = self.end_temp(2)
         if self.state != SUSPENDED:
             self.state = SUSPENDED
             self.reason = reason
             self.record(SUSPEND, reason)
             self.emit("state", {"state": SUSPENDED, "reason": REASONS[reason]})
             self.show("warn")
+            if reason == 2:
+                self.alarm("reservoir_empty")
         return out
 
     def show(self, led, buzzer=None):
@@ -364,45 +274,13 @@ class Pump:
             if buzzer:
                 a.buzzer(buzzer)
 
-    # ---- alarms (docs/alarms.md) ------------------------------------------------------
-    def alarm(self, name, detail=None, stopped=None):
-        """Raise an alarm. It latches: raising an active alarm again changes nothing."""
-        c = ALARMS.index(name) if name in ALARMS else 2
-        if self.alarm_st[c]:
-            if stopped is not None:  # already raised (e.g. auto-off): still say what stopped
-                self.emit("alarm", {"alarm": name, "priority": LEVELS[PRIO[c]], "state": "stopped", "stopped": stopped})
-            return
-        self.alarm_st[c] = 1
-        self.alarm_t[c] = self.uptime_s
-        self.record(ALARM, c, PRIO[c])
-        ev = {"alarm": name, "priority": LEVELS[PRIO[c]], "state": "active"}
+    def alarm(self, name, detail=None):
+        self.show("alarm", "alarm")
+        self.record(ALARM, ALARMS.index(name) if name in ALARMS else 0)
+        ev = {"alarm": name, "priority": "high"}
         if detail:
             ev["detail"] = detail
-        if stopped is not None:
-            ev["stopped"] = stopped
         self.emit("alarm", ev)
-        # Sound it now, from resident code; repeats, escalation and the LED of several alarms
-        # are the reminder's (cmd/alarm.py remind, run from the tick when due).
-        p = PRIO[c]
-        self.show("alarm" if p == 3 else "warn", ("", "chirp", "alert", "alarm")[p])
-        due = self.uptime_s + (0, 900, 60, 15)[p]
-        if not self.remind or due < self.remind:
-            self.remind = due
-
-    def halt(self, reason, name, detail=None):
-        """Stop delivery and raise the alarm that says why, with what had been delivered."""
-        self.alarm(name, detail, self.stop_delivery(reason))
-
-    def clear_alarm(self, c, how=2):
-        """End alarm c (how 2: its condition is gone or it was acknowledged; 1: acknowledged but
-        its condition persists, so it stays active and silent)."""
-        if not self.alarm_st[c] or self.alarm_st[c] == 2 and how == 1:
-            return
-        self.alarm_st[c] = 0 if how == 2 else 2
-        self.record(ALARM_CLEAR, c, how)
-        self.emit("alarm", {"alarm": ALARMS[c], "priority": LEVELS[PRIO[c]],
-                            "state": "cleared" if how == 2 else "acknowledged"})
-        self.remind = -self.uptime_s  # next tick the reminder sorts out what still sounds (< 0: quietly)
 
     def fault(self, detail):
         """Internal error: stop the motor without trusting other state, account what the counter
@@ -415,19 +293,10 @@ class Pump:
             self.nb_req = self.xb_req = 0
             self.state = SUSPENDED
             self.reason = 3
-        self.relief = 0
         self.alarm("fault", detail)
 
     def record(self, kind, a=0, b=0):
-        return self.history.add(self.storage, self.uptime_s, kind, a, b)
+        return self.history.add(self.uptime_s, kind, a, b)
 
 
-# Alarm codes (history ALARM a = code) and their priorities (3 high, 2 medium, 1 low):
-# docs/alarms.md has the rules and docs/hazards.md the hazards each one controls.
-ALARMS = ("", "reservoir_empty", "fault", "limit_hold", "settings_lost", "occlusion", "reservoir_low",
-          "battery_low", "battery_depleted", "motor_fault", "reservoir_removed", "auto_off",
-          "unexpected_restart", "bolus_interrupted")
-PRIO = b"\x00\x03\x03\x03\x02\x03\x01\x02\x03\x03\x03\x03\x02\x02"
-LEVELS = ("", "low", "medium", "high")
-
-
+ALARMS = ("", "reservoir_empty", "fault", "limit_hold", "settings_lost")

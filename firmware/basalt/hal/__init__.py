@@ -21,17 +21,9 @@
 #   readinto(buf) -> int     non-blocking; 0 when nothing waits
 #   write(buf) -> int        non-blocking; bytes accepted (may be fewer than offered)
 #
-# storage (a flat namespace of small files: littlefs on boards, a directory in the simulator;
-# basalt.lib.filestore.FileStore on every target - docs/persistence.md)
+# storage (a flat namespace of small files: littlefs on boards, a directory in the simulator)
 #   read(name) -> bytes|None
-#   write_atomic(name, data) write a new file, verify it, rename over the old one (data: bytes or
-#                            an iterable of chunks)
-#   append(name, data)       add bytes at the end (creating the file); stored when it returns
-#   readinto(name, start, buf) -> int  bytes read from byte `start` (0: missing or past the end)
-#   listdir() -> [name]      the files
-#   remove(name)             delete (a missing file is not an error)
-#   cut                      sim only: bytes still allowed before a power cut (-1: none); the
-#                            write that crosses it is torn there and the process exits (status 4)
+#   write_atomic(name, data) write a new file, verify it, rename over the old one
 #
 # annunciator
 #   buzzer(pattern)          pattern name: "off", "chirp", "alert", "alarm"

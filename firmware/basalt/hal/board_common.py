@@ -14,8 +14,7 @@ import select
 import sys
 import time
 
-import machine
-from machine import ADC, PWM, WDT, Pin, Timer
+from machine import PWM, Pin, Timer
 from micropython import const
 
 from ..lib.filestore import FileStore
@@ -81,6 +80,7 @@ class TickClock:
         self.tick_ms = tick_ms
         self.t0 = time.ticks_ms()
         self.next_tick = time.ticks_add(self.t0, tick_ms)
+        # TODO(watchdog issue): a machine.WDT fed here, once per wait(), so a hung loop resets.
 
     def now_ms(self):
         return time.ticks_diff(time.ticks_ms(), self.t0)  # wraps after ~12 days: logs only
@@ -99,7 +99,7 @@ class TickClock:
 Storage = FileStore
 
 # Patterns: bit i set = on during slot i of the 2 s cycle (bit 0 first).
-_BUZZER = {"off": 0, "chirp": 0x0001, "alert": 0x0005, "alarm": 0x5555, "siren": 0xFFFF}
+_BUZZER = {"off": 0, "chirp": 0x0001, "alert": 0x0005, "alarm": 0x5555}
 _LED = {"off": 0, "ok": 0x0001, "warn": 0x0005, "alarm": 0x5555}
 
 
@@ -140,51 +140,12 @@ class Annunciator:
 
 
 class Hal:
-    """Sensors (force, battery, reservoir switch; encoder where fitted), the driver's enable
-    pin and the watchdog, beside the clock/console/motor/storage/annunciator objects."""
-
-    def __init__(self, clock, console, motor, storage, annunciator, pins):
+    def __init__(self, clock, console, motor, storage, annunciator):
         self.clock = clock
         self.console = console
         self.motor = motor
         self.storage = storage
         self.annunciator = annunciator
-        self.adc_p = ADC(Pin(pins["pressure_adc"]))
-        self.adc_v = ADC(Pin(pins["battery_adc"]))
-        for a in (self.adc_p, self.adc_v):
-            if hasattr(ADC, "ATTN_11DB"):  # ESP32: the full 0-3.3 V range
-                a.atten(ADC.ATTN_11DB)
-        self.res_sw = Pin(pins["reservoir_switch"], Pin.IN, Pin.PULL_UP)
-        self.sensed = [0, 0, 0, 0]
-        self.wdt = None
-
-    def sense(self):
-        """[force, battery, flags, encoder]: 12-bit ADC counts (read_u16 >> 4), flags bit0 =
-        reservoir seated (the switch pulls the pin low), encoder 0 (none fitted on the dev rig;
-        board.ENCODER_COUNTS_PER_STEP = 0 skips the check)."""
-        s = self.sensed
-        s[0] = self.adc_p.read_u16() >> 4
-        s[1] = self.adc_v.read_u16() >> 4
-        s[2] = 0 if self.res_sw.value() else 1
-        return s
-
-    def enable(self, on):
-        """Off: stop and de-energise the driver now (EN is active low). The motors energise it
-        again only for a train, which the core starts only after a user's resume."""
-        if not on:
-            self.motor.stop()
-            self.motor.en.value(1)
-
-    def wdt_start(self, ms):
-        self.wdt = WDT(timeout=ms)
-
-    def wdt_feed(self):
-        if self.wdt is not None:
-            self.wdt.feed()
-
-    def reset_cause(self):
-        c = machine.reset_cause()
-        return "wdt" if c == machine.WDT_RESET else "soft" if c == machine.SOFT_RESET else "power"
 
     def health(self):
         gc.collect()
@@ -199,6 +160,8 @@ def make_board_hal(board, motor, timer_id, storage_root="/data"):
     console = Console()
     clock = TickClock(board.TICK_MS)
     annunciator = Annunciator(pins["buzzer"], pins["led"], timer_id)
-    h = Hal(clock, console, motor, Storage(storage_root), annunciator, pins)
+    h = Hal(clock, console, motor, Storage(storage_root), annunciator)
+    # TODO(sensors issue): occlusion (PINS["pressure_adc"]), battery (PINS["battery_adc"]) and
+    # reservoir-present (PINS["reservoir_switch"]) readings - no HAL contract for them yet.
     # TODO(BLE issue): a bluetooth-backed CGM object joins the HAL here (ESP32 and Pico W builds).
     return h

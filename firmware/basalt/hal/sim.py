@@ -1,69 +1,53 @@
 # The simulator HAL for the MicroPython Unix port: one object, the simulated board, that is
-# the core's clock, motor, console, annunciator, sensors and watchdog at once (one class: in a
-# 64 KB heap each class and name costs). The harness (hil/sim) owns the hardware: this process
-# talks to it over a TCP "bus" of one-line messages, and serves the pump's console on its own
-# TCP port, so hosts connect with pyserial's socket://127.0.0.1:PORT.
+# the core's clock, motor, console and annunciator at once (one class: in a 64 KB heap each
+# class and name costs). The harness (hil/sim) owns the hardware: this process talks to it
+# over a TCP "bus" of one-line messages, and serves the pump's console on its own TCP port,
+# so hosts connect with pyserial's socket://127.0.0.1:PORT.
 #
 # Bus, firmware -> harness                      harness -> firmware
 #   @R <console_port>         ready               G <t_ms>   grant: run until virtual t_ms
 #   @A <t_ms>                 paused at t_ms      I          ask for heap figures
-#   @M <t_ms> <n> <hz> <dir>  step train start    Q          quit (orderly shutdown)
-#   @X <t_ms> <emitted>       train cut short     S <p> <v> <flags> <enc>  sensor readings
-#   @E <t_ms> <0|1>           motor driver enable H          hang (a stuck driver)
-#   @B <t_ms> <pattern>       buzzer              K <n>      power cut after n more bytes
-#   @L <t_ms> <pattern>       LED                            reach storage (a torn write)
-#   @V <t_ms> <pattern>       vibration motor     b ...      radio (boards/sim/bluetooth.py)
-#   @W <t_ms> <timeout_ms>    watchdog started
-#   @T <t_ms>                 watchdog expired: the process exits with status 3 (a reset)
+#   @M <t_ms> <n> <hz> <dir>  step train start    Q          quit
+#   @X <t_ms> <emitted>       train cut short
+#   @B <t_ms> <pattern>       buzzer     @L <t_ms> <pattern>  LED
 #   @I <t_ms> <alloc> <free> <peak>  heap after a collect; peak = highest live heap seen
-#   @b ...                    radio requests
 #
 # Lockstep (here): virtual time moves only when the harness grants it, and console input is
 # handled only while paused, so a run is the same every time. Real time: sim_rt.py.
 # Motor: steps of a train fall at t0 + i*1000/hz ms (i = 0..n-1); the harness's plant expands
-# @M messages by the same rule, so both agree on every step and its time. After each @M/@X the HAL
-# waits for the harness's S: the readings (force sensor, battery, reservoir switch, encoder)
-# the firmware will see at its next tick, once the train has run. Idle readings are pushed
-# while the firmware is paused. S fields: ADC counts for pressure and battery, flags bit0 =
-# reservoir seated, enc = the motor encoder's cumulative position (counts, forward positive).
+# @M messages by the same rule, so both agree on every step and its time.
 import gc
 import select
 import socket
 
-from micropython import const
-
 from ..lib.filestore import FileStore
 
 TICK_MS = 1000
-_GC_EVERY_TICKS = const(600)  # sample the live heap every 10 simulated minutes
-_RX = const(256)  # longest bus line (radio lines carry hex payloads)
-BUS = None  # the Hal, for the radio shim (boards/sim/bluetooth.py)
+GC_EVERY_TICKS = 600  # sample the live heap every 10 simulated minutes
+
+
+def _addr(port):
+    return socket.getaddrinfo("127.0.0.1", port)[0][-1]
 
 
 class Hal:
-    def __init__(self, bus_port, console_port, root, reset="power"):
-        global BUS
-        BUS = self
+    def __init__(self, bus_port, console_port, root):
         gc.threshold(4096)  # in a 64 KB heap fragmentation, not total use, is what fails
         self.clock = self.motor = self.console = self.annunciator = self
-        self.cause = reset
-        self.sensed = [512, 2606, 1, 0]  # nominal until the harness's first S: zero force, 4.2 V
-        self.ble = None  # the radio shim, once imported: rx(line) per b line, deliver() per wait
-        self.waiting = self.reply = None  # request(): the prefix awaited, the line that came
-        self.wdt_ms = self.fed = 0
         self.storage = FileStore(root)
-        self.poller = p = select.poll()
-        self.bus = s = socket.socket()
-        s.connect(socket.getaddrinfo("127.0.0.1", bus_port)[0][-1])
-        s.setsockopt(6, 1, 1)  # IPPROTO_TCP, TCP_NODELAY: unanswered lines must not wait 40 ms
-        self.rx = bytearray(_RX)
+        self.poller = select.poll()
+        s = socket.socket()
+        s.connect(_addr(bus_port))
+        self.bus = s
+        self.rx = bytearray(64)
         self.rx_len = 0
-        p.register(s, select.POLLIN)
-        self.listener = s = socket.socket()
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(socket.getaddrinfo("127.0.0.1", console_port)[0][-1])
-        s.listen(1)
-        p.register(s, select.POLLIN)
+        self.poller.register(s, select.POLLIN)
+        ls = socket.socket()
+        ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        ls.bind(_addr(console_port))
+        ls.listen(1)
+        self.poller.register(ls, select.POLLIN)
+        self.listener = ls
         self.client = None
         self.port = console_port
         self.now = self.granted = self.ticks = self.peak = 0
@@ -78,72 +62,26 @@ class Hal:
         while data:
             data = data[self.bus.write(data):]
 
-    def _num(self, i):
-        """The decimal number at rx[i] (sign allowed), parsed in place; self.at = past its end."""
-        rx = self.rx
-        neg = rx[i] == 45  # '-'
-        i += neg
-        v = 0
-        while 48 <= rx[i] <= 57:
-            v = v * 10 + rx[i] - 48
-            i += 1
-        self.at = i + 1
-        return -v if neg else v
-
     def _read_bus(self):
-        rx = self.rx
-        chunk = self.bus.recv(_RX - self.rx_len)  # recv: a blocking readinto waits to fill
+        chunk = self.bus.recv(64 - self.rx_len)  # recv: a blocking readinto waits to fill
         if not chunk:
             raise SystemExit(0)  # the harness went away: nothing left to drive us
         n = self.rx_len + len(chunk)
-        rx[self.rx_len:n] = chunk
+        self.rx[self.rx_len:n] = chunk
         start = 0
         for i in range(n):
-            if rx[i] != 10:
-                continue
-            # Numbers are parsed in place; a line becomes an object only for whoever keeps it
-            # (the radio shim, request()'s caller).
-            c = rx[start]
-            if c == 98 or self.waiting and rx.startswith(self.waiting, start):  # 'b'
-                m = bytes(rx[start:i])
-                if c == 98 and self.ble:
-                    self.ble.rx(m)
-                if self.waiting and m.startswith(self.waiting):
-                    self.reply = m
-            if c == 83:  # 'S'
-                self.at = start + 2
-                for k in range(4):
-                    self.sensed[k] = self._num(self.at)
-            elif c == 71:  # 'G'
-                self.granted = self._num(start + 2)
-            elif c == 73:  # 'I'
-                self._sample()
-                self.send("I %d %d %d %d" % (self.now_ms(), gc.mem_alloc(), gc.mem_free(), self.peak))
-            elif c == 75:  # 'K'
-                self.storage.cut = self._num(start + 2)
-            elif c == 72:  # 'H'
-                while True:  # a driver that never returns: only the watchdog ends this
-                    pass
-            elif c == 81:  # 'Q'
-                raise SystemExit(0)
-            start = i + 1
-        if start == 0 and n == _RX:
-            raise ValueError("bus line too long")
-        rx[0:n - start] = rx[start:n]
+            if self.rx[i] == 10:
+                m = bytes(self.rx[start:i])
+                start = i + 1
+                if m[:1] == b"G":
+                    self.granted = int(m[2:])
+                elif m[:1] == b"I":
+                    self._sample()
+                    self.send("I %d %d %d %d" % (self.now_ms(), gc.mem_alloc(), gc.mem_free(), self.peak))
+                elif m[:1] == b"Q":
+                    raise SystemExit(0)
+        self.rx[0:n - start] = self.rx[start:n]
         self.rx_len = n - start
-
-    def request(self, line, prefix):
-        """Send a bus line and serve the bus until a line starting with prefix arrives (every
-        other line is handled as usual meanwhile); return that line."""
-        self.waiting = prefix
-        self.reply = None
-        self.send(line)
-        try:
-            while self.reply is None:
-                self._read_bus()
-        finally:
-            self.waiting = None
-        return self.reply
 
     def _sample(self):
         gc.collect()
@@ -174,16 +112,11 @@ class Hal:
     def _ticked(self):
         self.next_tick += TICK_MS
         self.ticks += 1
-        if self.ticks % _GC_EVERY_TICKS == 0:
+        if self.ticks % GC_EVERY_TICKS == 0:
             self._sample()
         return False
 
     def wait(self):
-        if self.ble:
-            self.ble.deliver()
-        if self.wdt_ms and self.now - self.fed > self.wdt_ms:
-            self.send("T %d" % self.now)
-            raise SystemExit(3)  # the watchdog resets the board
         if self.next_tick <= self.granted:
             self.now = self.next_tick
             return self._ticked()
@@ -230,14 +163,7 @@ class Hal:
     def start(self, n, hz, direction):
         self.stop()
         self.t0, self.n, self.hz, self.final = self.now_ms(), n, hz, -1
-        self._train("M %d %d %d %d" % (self.t0, n, hz, direction))
-
-    def _train(self, line):
-        self.request(line, b"S")  # lockstep: the readings after this train (or cut), before time moves
-
-    def enable(self, on):
-        """The driver's enable pin: off de-energises the motor (stops a runaway)."""
-        self.send("E %d %d" % (self.now_ms(), 1 if on else 0))
+        self.send("M %d %d %d %d" % (self.t0, n, hz, direction))
 
     def busy(self):
         return self.count() < self.n
@@ -246,7 +172,7 @@ class Hal:
         if self.final < 0:
             e = self.count()
             if e < self.n:
-                self._train("X %d %d" % (self.now_ms(), e))
+                self.send("X %d %d" % (self.now_ms(), e))
             self.final = e
         return self.final
 
@@ -257,40 +183,19 @@ class Hal:
     def led(self, pattern):
         self.send("L %d %s" % (self.now_ms(), pattern))
 
-    def vibrate(self, pattern):
-        self.send("V %d %s" % (self.now_ms(), pattern))
-
-    # ---- sensors and watchdog -------------------------------------------------------------
-    def sense(self):
-        return self.sensed
-
-    def wdt_start(self, ms):
-        self.wdt_ms = ms
-        self.fed = self.now
-        self.send("W %d %d" % (self.now, ms))
-
-    def wdt_feed(self):
-        self.fed = self.now
-
-    def reset_cause(self):
-        return self.cause
-
 
 def make_hal(board, argv):
     if board.TICK_MS != TICK_MS:
         raise ValueError("the core's control period is 1000 ms")
-
-    def opt(key, default=None):
-        for i in range(0, len(argv) - 1, 2):
-            if argv[i] == key:
-                return argv[i + 1]
-        if default is None:  # MicroPython sockets have no getsockname(), so the harness picks both ports
-            raise ValueError("the simulator HAL needs --bus PORT --console PORT (started by hil/sim)")
-        return default
-
+    o = {"--bus": None, "--console": None, "--storage": "/tmp/basalt-sim", "--mode": "lockstep"}
+    for i in range(0, len(argv) - 1, 2):
+        o[argv[i]] = argv[i + 1]
+    if o["--bus"] is None or o["--console"] is None:
+        # MicroPython sockets have no getsockname(), so the harness picks both ports.
+        raise ValueError("the simulator HAL needs --bus PORT --console PORT (started by hil/sim)")
     cls = Hal
-    if opt("--mode", "lockstep") == "realtime":
+    if o["--mode"] == "realtime":
         from .sim_rt import RealtimeHal as cls
-    h = cls(int(opt("--bus")), int(opt("--console")), opt("--storage", "/tmp/basalt-sim"), opt("--reset", "power"))
+    h = cls(int(o["--bus"]), int(o["--console"]), o["--storage"])
     h.send("R %d" % h.port)
     return h

@@ -6,34 +6,18 @@ from .sim import Hal
 
 
 class RealtimeHal(Hal):
-    def __init__(self, bus_port, console_port, root, reset="power"):
-        super().__init__(bus_port, console_port, root, reset)
-        self.boot = time.ticks_ms()  # not t0: that is the motor train start
+    def __init__(self, bus_port, console_port, root):
+        super().__init__(bus_port, console_port, root)
+        self.t0 = time.ticks_ms()
 
     def now_ms(self):
-        return time.ticks_diff(time.ticks_ms(), self.boot)
-
-    def _train(self, line):
-        self.send(line)  # real time: the harness pushes readings on its own schedule
+        return time.ticks_diff(time.ticks_ms(), self.t0)
 
     def wait(self):
-        if self.ble:
-            self.ble.deliver()
-        if self.wdt_ms and self.now_ms() - self.fed > self.wdt_ms:
-            self.send("T %d" % self.now_ms())
-            raise SystemExit(3)
         d = self.next_tick - self.now_ms()
         if d <= 0:
             return self._ticked()
         self._poll(d if d < 50 else 50)
         return True
-
-    def wdt_start(self, ms):
-        self.wdt_ms = ms
-        self.fed = self.now_ms()
-        self.send("W %d %d" % (self.fed, ms))
-
-    def wdt_feed(self):
-        self.fed = self.now_ms()
 
 
