@@ -222,6 +222,18 @@ def test_settings_survive_restart():
     assert q.state == SUSPENDED
 
 
+def test_settings_without_a_profile_change_survive_restart():
+    """Only settings.json exists when no profile was ever changed (profiles.json is written on a
+    profile change): those settings still load, on the default profile."""
+    store = DictStorage()
+    p, _, _ = bare(store)
+    cmd(p, "limits_set", max_bolus_mU=4000)
+    assert "profiles.json" not in store.files
+    q, _, _ = bare(store)
+    assert overlay.call("settings", "load", q)
+    assert q.limits.max_bolus_mU == 4000 and q.profiles.names == ["default"]
+
+
 def test_corrupt_settings_fall_back_to_safe_defaults():
     for raw in (b'{"v": 1}', b"\x00garbage", b'{"v": 1, "active": 0, "clock_offset_s": 0, "limits": {}}'):
         store = DictStorage()

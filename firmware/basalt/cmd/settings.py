@@ -22,11 +22,14 @@ def load(pump):
         from array import array
 
         doc = json.loads(raw)
-        pdoc = json.loads(praw)
+        # profiles.json is written only when a profile changes: without it the defaults stand
+        pdoc = json.loads(praw) if praw else {"profiles": ()}
         lim = doc["limits"]
         for k in SPEC:
             check_int(lim[k], k, SPEC[k][0], SPEC[k][1])
         names, rates = [], []
+        if not praw:
+            names, rates = pump.profiles.names, pump.profiles.rates
         for name, h in pdoc["profiles"]:
             r = array("H", unhexlify(h))  # see _save.py: uint16 slot rates, hex
             if type(name) is not str or len(r) != SLOTS:
