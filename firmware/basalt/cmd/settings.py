@@ -22,15 +22,12 @@ def load(pump):
         from array import array
 
         doc = json.loads(raw)
-        # profiles.json is written only when a profile changes: without it the defaults stand
-        pdoc = json.loads(praw) if praw else {"profiles": ()}
         lim = doc["limits"]
         for k in SPEC:
             check_int(lim[k], k, SPEC[k][0], SPEC[k][1])
-        names, rates = [], []
-        if not praw:
-            names, rates = pump.profiles.names, pump.profiles.rates
-        for name, h in pdoc["profiles"]:
+        # profiles.json is written only when a profile changes: without it the defaults stand
+        names, rates = ([], []) if praw else (pump.profiles.names, pump.profiles.rates)
+        for name, h in json.loads(praw)["profiles"] if praw else ():
             r = array("H", unhexlify(h))  # see _save.py: uint16 slot rates, hex
             if type(name) is not str or len(r) != SLOTS:
                 raise ValueError("profile")
