@@ -2,7 +2,9 @@
 run again here, and a seeded fuzz test checked against an independent reference decoder.
 
 The codec (firmware/basalt/cgm) is the same source on the pump and on the host; this file proves
-the CPython side and hammers the parser with tens of thousands of random and mutated packets.
+the CPython side and hammers the parser with tens of thousands of random and mutated packets; and
+it measures the pump's path (basalt.cgm.rx, imported for one notification and dropped) in the
+simulator's build at 64 KB.
 """
 import importlib.util
 import random
@@ -296,3 +298,66 @@ def test_validator_never_raises_on_odd_records():
     rec = Reading()
     rec.err = 99  # unknown error codes are malformed, not accepted
     assert v.check(rec, 0) == validity.R_MALFORMED
+
+
+# ---- the pump's heap: basalt.cgm.rx imported for one notification, then dropped ----------------
+PUMP_PATH = """
+import gc, sys
+for n in RESIDENT:  # what the pump has loaded anyway (basalt.lib's crc16, the names it interned)
+    __import__(n)
+buf = bytes.fromhex('0FE3D2E405000214FF02F0E5F38E3F' '08000C100600596F' '08000C100B00' '21DF')
+def drop():
+    for k in [k for k in sys.modules if k.startswith('basalt.cgm')]:
+        del sys.modules[k]
+    delattr(sys.modules['basalt'], 'cgm')
+gc.collect(); a = gc.mem_alloc()
+from basalt.cgm import rx
+s = rx.state()
+rx.reset(s, 0)
+n = rx.parse(buf, s, None, True, 660)
+gc.collect(); b = gc.mem_alloc()
+del rx
+drop()
+gc.collect(); c = gc.mem_alloc()
+from basalt.cgm import conn
+f = conn.feature(bytes.fromhex('00100059' 'FFFF'))
+gc.collect(); d = gc.mem_alloc()
+del conn
+drop()
+gc.collect(); e = gc.mem_alloc()
+print(b - a, c - a, d - c, e - a, n, list(s[29:44]))
+"""
+
+
+def test_pump_path_heap_budget():
+    """Parsing and validating one notification costs the pump at most ~4 KB while it runs (module,
+    package, state array, names), and once the modules are dropped only the state array and the
+    interned names stay (the array keeps no module alive). Same build and heap as the simulator."""
+    import os
+    import subprocess
+
+    from hil.bench import RESIDENT
+    from hil.build import build
+    from hil.paths import micropython_binary
+
+    tree = build("sim")
+    out = subprocess.run([micropython_binary(), "-X", "heapsize=64K", "-c", f"RESIDENT = {RESIDENT!r}\n" + PUMP_PATH],
+                         capture_output=True, text=True, cwd=tree, env=dict(os.environ, MICROPYPATH="."), check=True)
+    f = out.stdout.split()
+    loaded, kept, conn_loaded, kept2, accepted = (int(x) for x in f[:5])
+    print(f"\n[cgm] pump path: parse+validate loaded {loaded} B, kept after drop {kept} B; "
+          f"conn loaded {conn_loaded} B, kept after both {kept2} B")
+    assert accepted == 2  # 120 mg/dL at offsets 6 and 11; the first record is 12.34 mg/dL
+    assert loaded <= 4096, loaded
+    assert kept <= 768, kept  # the 44-int array (224 B) and the names
+    assert conn_loaded <= 1536, conn_loaded
+    assert kept2 <= 1024, kept2
+
+
+def test_the_pumps_inline_racp_request_is_conns():
+    # basalt/cgm/client.py builds its RACP range request inline (no conn import on the pump's
+    # backfill path): the same bytes as the shared builder.
+    from basalt.cgm.conn import racp_request
+
+    for lo, hi in ((0, 29), (301, 330), (1439, 1468), (40000, 40029)):
+        assert racp_request(1, 4, lo, hi) == bytes((1, 4, 1, lo & 255, lo >> 8, hi & 255, hi >> 8))

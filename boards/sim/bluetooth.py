@@ -1,201 +1,122 @@
 # The simulated board's radio: MicroPython's `bluetooth` module for the Unix port (which has
-# none), central role. Same API, IRQ numbers and event tuples as the board's C module; the link
-# and GATT are a real Bluetooth host stack (bumble) in the harness (hil/ble/bridge.py), reached
-# over the HAL bus (docs/ble.md "The radio shim"). The peripheral role (gap_advertise, gatts_*,
-# FLAG_*) lives in bluetooth_p.py and loads on first use, so a central pays nothing for it.
+# none). Same API, IRQ numbers and event tuples as the board's C module; the link, GATT and every
+# call's checks are a real Bluetooth host stack (bumble) in the harness (hil/ble/bridge.py),
+# reached over the HAL bus (docs/ble.md "The radio shim").
 #
-# Bus: every call is one request "@b <op> <now_ms> ..." answered by "b= <errno> ..." (errno 0 =
-# done; else OSError(errno), as the C module raises). Its results come first, as "b <event>
-# <fields>" lines (ints; "=hex" bytes; "u<hex>" UUID bytes, little-endian) that this module
-# queues and hands to the irq handler from deliver(), which the HAL calls at the start of every
-# wait(): never re-entrantly inside a gattc_* call, like the board's scheduled events. "b h
-# <t_ms>" is the next virtual time at which the radio has something due (0: nothing): the grant
-# is held there, so a scan or connect timeout ends at its own virtual time in lockstep. "b k"
-# follows events a remote device caused (another firmware process on the link): deliver()
-# answers "@b k <count>" once they are handled, so the processes stay in step. "b v <handle> =<value>"
-# is a remote write's value (the peripheral role, bluetooth_p.py).
-# Differences from a board: a procedure completes in zero virtual time; a UUID is iterable (so
-# bytes(uuid) works) but not a buffer; config() knows mtu and mac, and stores any other key.
+# Small on purpose: on a board this module is C and costs no heap, here the firmware pays for it.
+# So the radio object BLE() returns is this module itself (no class, no instance), and every
+# method but irq() is one generic call found by __getattr__: "@b <method name> <now_ms> <args>",
+# answered by "b= <errno> <results>" (errno 0 = done; else OSError(errno), as the C module
+# raises). Args: ints (None as -1, bools as 0/1), "=<hex>" for bytes, UUIDs (little-endian) and
+# str, "<name>:<value>" for keyword arguments. Results: ints, "#<hex>" bytes, T/F bools; one is
+# returned as is, several as a tuple, none as None. The bridge knows each method's arguments,
+# errors and results; FLAG_* and gatts_register_services (nested tuples) are bluetooth_p.py's,
+# loaded on first use, so a central never pays for them.
 #
-# Heap: the simulator pays for this module (on a board it is C). Parameter and attribute names
-# are MicroPython's built-in qstrs or the HAL's, so it interns few names of its own.
-import sys
-
+# Events come before the reply that ends a call, as "b <event> <fields>" lines (ints; "=<hex>"
+# bytes, passed as memoryviews; "u<hex>" UUIDs). The HAL hands every "b" line to rx (the queue's
+# append); deliver(), which the HAL calls at the start of every wait(), runs the irq handler for
+# each event in order: never re-entrantly inside a call, like the board's scheduled events.
+# "b h <t_ms>": the radio's next due virtual time (0: none); the grant is held there, so a scan
+# or connect timeout ends at its own virtual time in lockstep. "b k": the events before it were
+# caused by a remote device (another firmware process on the link); deliver() answers
+# "@b k <count>" once they are handled, so the processes stay in step.
+#
+# Differences from a board: a procedure completes in zero virtual time; BLE() is the module (it
+# has the methods; `BLE() is BLE()`); any attribute name that is not FLAG_* is a method, which the
+# bridge refuses with OSError(EINVAL) when the sim does not have it; a UUID is a bytes subclass
+# (so it also equals plain bytes of the same value, and has no len()).
 from micropython import const
 
-_EQ = const(61)  # "=": bytes field; a reply in rx()
-_H = const(104)  # "h": hold
+_T = const(84)  # "T": True; "F": False
+_U = const(117)  # "u": a UUID field
+_B = const(35)  # "#": bytes (a result)
+_EQ = const(61)  # "=": bytes (an event's: a memoryview); "b=" is a reply, for the HAL's request()
 _K = const(107)  # "k": say when the events before it are handled
-_U = const(117)  # "u": UUID field
-_V = const(118)  # "v": a characteristic's value, written by a remote client
-# Request op codes (hil/ble/bridge.py OPS)
-_ACTIVE = const(1)
-_MAC = const(2)
-_SCAN = const(3)
-_CONNECT = const(4)
-_DISCONNECT = const(5)
-_SERVICES = const(6)
-_CHARACTERISTICS = const(7)
-_DESCRIPTORS = const(8)
-_READ = const(9)
-_WRITE = const(10)
-_MTU = const(11)
+
+_q = []  # bus lines since the last deliver()
+rx = _q.append  # the HAL's hook, per "b" line
+_h = None  # the irq handler
+_hal = None  # the sim HAL (basalt.hal.sim.BUS), once BLE() was called
 
 
-class UUID:
-    # A 16-, 32- or 128-bit UUID; data holds its little-endian bytes (the ATT wire order).
+class UUID(bytes):
+    # A 16-, 32- or 128-bit UUID: its little-endian bytes (the ATT wire order).
     def __init__(self, v):
         if isinstance(v, int):
-            d = bytes((v & 255, v >> 8 & 255, v >> 16 & 255, v >> 24 & 255))
-            d = d[:2] if v < 65536 else d
+            v = bytes((v & 255, v >> 8))  # ValueError above 65535, as the C module's
         elif isinstance(v, str):
-            d = bytes(reversed(bytes.fromhex(v.replace("-", ""))))
+            v = bytes(reversed(bytes.fromhex(v.replace("-", ""))))
         else:
-            d = bytes(v)  # bytes, memoryview, or a UUID (iterable)
-        if len(d) not in (2, 4, 16):
-            raise ValueError("invalid UUID")
-        self.data = d
-
-    def __eq__(self, v):
-        return isinstance(v, UUID) and v.data == self.data
-
-    def __hash__(self):
-        return hash(self.data)
-
-    def __iter__(self):
-        return iter(self.data)
+            v = bytes(v)  # bytes, memoryview, a UUID
+        if not 0x10014 >> len(v) & 1:  # 2, 4 or 16 bytes
+            raise ValueError("UUID")
+        super().__init__(v)
 
     def __repr__(self):
-        return "UUID(0x%s)" % bytes(reversed(self.data)).hex()
+        return "UUID(0x%s)" % bytes(reversed(bytes(self))).hex()
 
 
-class BLE:
-    # The singleton radio; it is also the HAL's `ble` hook (rx per "b" bus line, deliver per wait).
-    def __new__(t):
-        hal = sys.modules["basalt.hal.sim"].BUS
-        if hal.ble is None:
-            r = object.__new__(t)
-            r.bus = hal
-            r.state = False  # active()
-            r.handler = None  # irq()
-            r.data = []  # queued bus lines, in arrival order
-            r.value = {"mtu": 23}  # config()
-            r.next = r.granted = 0  # the radio's next due time; the harness's grant while held
-            hal.ble = r
-        return hal.ble
+def _v(t):  # one bus field
+    c = t[0]
+    if c == _U:
+        return UUID(bytes.fromhex(t[1:]))
+    if c > 64:
+        return c == _T
+    if c == _B:
+        return bytes.fromhex(t[1:])
+    if c == _EQ:
+        return memoryview(bytes.fromhex(t[1:]))
+    return int(t)
 
-    def __getattr__(self, name):  # the peripheral role, loaded on first use
-        f = getattr(__import__("bluetooth_p"), name)
-        return lambda *args, **e: f(self, *args, **e)
 
-    def request(self, *args):
-        # One call: "b <op> <now> <args>" (ints; "u" UUID; "=" bytes), then the reply.
-        line = "b %d %d" % (args[0], self.bus.now_ms())
-        for v in args[1:]:
-            if isinstance(v, int):
-                line += " %d" % v
-            elif isinstance(v, UUID):
-                line += " u" + v.data.hex()
+def __getattr__(n):
+    # BLE, irq and every BLE method: one function each time (like a bound method); FLAG_* and
+    # gatts_register_services from bluetooth_p.py.
+    if n[0] == "F" or "_register_" in n:
+        import bluetooth_p
+
+        return getattr(bluetooth_p, n)
+
+    def call(*args, **k):
+        global _hal, _h
+        if n == "BLE":  # the singleton: this module, also the HAL's radio hook
+            import basalt.hal.sim
+
+            _hal = basalt.hal.sim.BUS
+            _hal.ble = __import__("bluetooth")
+            return _hal.ble
+        if n == "irq":
+            _h = args[0]
+            return
+        s = "b %s %d" % (n, _hal.now_ms())
+        for v in args + tuple(k.items()):
+            p = " "
+            if type(v) is tuple:  # a keyword argument
+                p += v[0] + ":"
+                v = v[1]
+            if v is None:
+                v = -1
+            if isinstance(v, (int, bool)):
+                s += p + "%d" % v
             else:
-                line += " =" + bytes(v).hex()
-        r = self.bus.request(line, b"b=").split()
-        if r[1] != b"0":
-            raise OSError(int(r[1]))
-        return r
+                s += p + "=" + (v.encode() if isinstance(v, str) else bytes(v)).hex()
+        r = _hal.request(s, "b=").split()  # a str prefix: an interned name, not an object
+        e = int(r[1])
+        if e:
+            raise OSError(e)
+        r = tuple(map(_v, r[2:]))
+        return r[0] if len(r) == 1 else r or None
 
-    # ---- HAL hooks ------------------------------------------------------------------------
-    def rx(self, line):
-        if line[1] != _EQ:  # replies are request()'s
-            self.data.append(line)
+    return call
 
-    def deliver(self):
-        q = self.data
-        k = 0
-        while q:
-            f = q.pop(0).split()
-            if f[1][0] == _H:
-                self.next = int(f[2])
-                continue
-            if f[1][0] == _K:
-                k += 1
-                continue
-            if f[1][0] == _V:
-                self.value[int(f[2])] = bytes.fromhex(f[3][1:])
-                continue
-            args = []
-            for t in f[2:]:
-                if t[0] == _EQ:
-                    args.append(memoryview(bytes.fromhex(t[1:])))
-                elif t[0] == _U:
-                    args.append(UUID(bytes.fromhex(t[1:])))
-                else:
-                    args.append(int(t))
-            if self.state and self.handler:
-                self.handler(int(f[1]), tuple(args))
-        if k:
-            self.bus.send("b k %d" % k)  # handled, with whatever the handlers sent meanwhile
-        # Hold the grant at the radio's next due time; give it back once the radio moved on.
-        hal = self.bus
-        n = self.next
-        g = self.granted or hal.granted
-        if n and hal.now_ms() <= n < g:
-            self.granted = g
-            hal.granted = n
-        elif self.granted:
-            hal.granted = g
-            self.granted = 0
 
-    # ---- configuration --------------------------------------------------------------------
-    def active(self, *args):
-        if args and bool(args[0]) != self.state:
-            self.request(_ACTIVE, 1 if args[0] else 0)
-            self.state = bool(args[0])
-            if not self.state:
-                self.data.clear()
-        return self.state
-
-    def config(self, *args, **e):
-        if args:
-            if args[0] == "mac":
-                r = self.request(_MAC)
-                return int(r[2]), bytes.fromhex(r[3])
-            return self.value.get(args[0])
-        self.value.update(e)
-
-    def irq(self, handler):
-        self.handler = handler
-
-    # ---- GAP, central ---------------------------------------------------------------------
-    def gap_scan(self, n, *args):  # duration_ms (None: stop), interval_us, window_us, active
-        self.request(_SCAN, -1 if n is None else n, 1 if len(args) > 2 and args[2] else 0)
-
-    def gap_connect(self, t, v=None, n=2000, *args):  # addr_type (None: cancel), addr, scan_duration_ms
-        if t is None:
-            self.request(_CONNECT, -1)
-        else:
-            self.request(_CONNECT, t, bytes(v), n)
-
-    def gap_disconnect(self, n):
-        return self.request(_DISCONNECT, n)[2] == b"1"
-
-    # ---- GATT client ----------------------------------------------------------------------
-    def gattc_discover_services(self, n, e=None):
-        self.request(_SERVICES, n, UUID(e)) if e is not None else self.request(_SERVICES, n)
-
-    def gattc_discover_characteristics(self, n, s, e, v=None):
-        if v is None:
-            self.request(_CHARACTERISTICS, n, s, e)
-        else:
-            self.request(_CHARACTERISTICS, n, s, e, UUID(v))
-
-    def gattc_discover_descriptors(self, n, s, e):
-        self.request(_DESCRIPTORS, n, s, e)
-
-    def gattc_read(self, n, v):
-        self.request(_READ, n, v)
-
-    def gattc_write(self, n, v, data, mode=0):
-        self.request(_WRITE, n, v, mode, data)
-
-    def gattc_exchange_mtu(self, n):
-        self.request(_MTU, n, self.value["mtu"])
+def deliver():
+    while _q:
+        f = _q.pop(0).split()
+        if f[0][-1] == _EQ:  # "b=": a call's reply (the HAL's request() took it)
+            continue
+        if f[1][0] == _K:  # the events before it are handled (and whatever the handler sent for them)
+            _hal.send("b k 1")
+        elif _h:
+            _h(int(f[1]), tuple(map(_v, f[2:])))

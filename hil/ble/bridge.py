@@ -1,10 +1,12 @@
 """The simulated board's radio: MicroPython's `bluetooth` API in the Unix port, backed by bumble.
 
 The firmware imports `bluetooth` (boards/sim/bluetooth.py, the "shim"): the board's API, IRQ event
-numbers and tuple shapes. Each call becomes one request on the HAL bus ("@b <op> <now_ms> ...").
+numbers and tuple shapes. Each call becomes one request on the HAL bus ("@b <method> <now_ms>
+<args>"), which runs the bridge's `op_<method>`.
 `BleBridge`, a `SimDevice` of the `SimPump`, executes it on a bumble central `Device` - the pump's
 own controller - on the same `VirtualRadio` link as the simulated CGM sensors, with real ATT/GATT
-PDUs, and answers with the IRQ events the board's stack would raise, then "b= <errno>". The shim
+PDUs, and answers with the IRQ events the board's stack would raise, then "b= <errno> <results>".
+The bridge holds the radio's state the shim does not keep (config, the peripheral's values). The shim
 queues the events and runs the firmware's irq handler from the HAL's wait(), so the handler never
 runs inside a gattc_* call (docs/ble.md "The bridge" has the line protocol).
 
@@ -15,8 +17,9 @@ take zero virtual time. What takes virtual time is scheduled on the bridge's clo
 the firmware is paused at exactly that time: the sensors' readings (every 5 min), the end of a
 `gap_scan(duration_ms)`, a `gap_connect` timeout, the end of a link loss, actions scheduled by a
 test (`schedule`). `due_ms` tells `SimPump.run_until` to split its grants there; a timer created in
-the middle of a grant (a scan started by the firmware's tick) is announced to the shim ("b h
-<t_ms>"), which holds the grant there, and fired when the firmware reports the pause ("@A").
+the middle of a grant (a scan started by the firmware's tick) lowers the firmware's grant to its
+time (a "G" line, as SimPump grants), fires when the firmware reports the pause there ("@A"), and
+the grant goes back up.
 
 Faults (docs/ble.md): `link_loss(duration_ms)` (the sensor goes out of range: both sides see a
 supervision timeout, the sensor advertises into nothing, readings are stored for RACP), on the
@@ -75,8 +78,6 @@ IRQ_GATTS_INDICATE_DONE = 20
 IRQ_MTU_EXCHANGED = 21
 
 # What the board's C module (NimBLE, as on the ESP32) raises or reports
-OP_ACTIVE = 1  # request op codes: see _OPS
-
 ENODEV, ENOTCONN, EALREADY, EBUSY, EINVAL, EIO = 19, 107, 114, 16, 22, 5
 ATT_STATUS = 0x100  # a procedure ended by an ATT Error Response reports 0x100 + its error code
 CONN_NONE = 0xFFFF  # conn_handle of a connection attempt that failed or was cancelled
@@ -101,6 +102,29 @@ def _field(v: Any) -> str:
     return str(int(v))
 
 
+def _arg(tok: str) -> Any:
+    """One argument of a request: "=<hex>" bytes, else an int."""
+    return bytes.fromhex(tok[1:]) if tok[:1] == "=" else int(tok)
+
+
+def _results(v: Any) -> str:
+    """A call's result for the reply line: T/F, ints, "#<hex>" bytes; a tuple as its items."""
+    if v is None:
+        return ""
+    if not isinstance(v, tuple):
+        v = (v,)
+    return "".join(" " + ("T" if x else "F") if isinstance(x, bool) else
+                   " #" + bytes(x).hex() if isinstance(x, (bytes, bytearray)) else f" {int(x)}" for x in v)
+
+
+def _uuid(v: bytes | int) -> BUUID:
+    if isinstance(v, int):  # a 16-bit UUID passed as a number
+        v = v.to_bytes(2, "little")
+    if len(v) not in (2, 4, 16):
+        raise BridgeError(EINVAL)
+    return BUUID.from_bytes(bytes(v))
+
+
 def _addr_key(a: Address | str) -> str:
     return str(a).split("/")[0].upper()
 
@@ -121,6 +145,10 @@ class BleBridge(SimDevice):
 
     `BleBridge(address, share=other)` puts a second firmware process's radio (the CGM emulator's)
     on the same link and loop as `other`."""
+
+    # SimPump starts the firmware with --radio 1 when this is attached: the pump then brings up its
+    # CGM client (basalt/boot.py, hal.radio()); test programs on MpyNode ignore it.
+    firmware_radio = True
 
     def __init__(self, address: str = PUMP_ADDRESS, rssi: int = -60, share: BleBridge | None = None):
         self.address = address
@@ -152,7 +180,7 @@ class BleBridge(SimDevice):
         self._events: list[str] = []
         self._actions: list[tuple[int, int, Callable[[], None]]] = []  # heap: (t_ms, seq, fn)
         self._seq = itertools.count()
-        self._announced = 0
+        self._held: int | None = None  # the grant lowered to this harness time (a hold)
         self._adv: dict[str, Any] = {}  # address -> latest Advertisement seen while scanning
         # Peripheral role (the firmware registered services): value handle -> bumble attribute,
         # the values remote clients read, the latest advertising payloads, the centrals' links.
@@ -161,6 +189,7 @@ class BleBridge(SimDevice):
         self.adv_data = self.resp_data = b""
         self.centrals: dict[int, Any] = {}
         self.peripheral = False  # the firmware registered services or advertised
+        self.config: dict[str, Any] = {"mtu": 23}  # the firmware's BLE().config()
         self._owner = share is None
         if share is None:
             self.loop = asyncio.new_event_loop()
@@ -254,6 +283,7 @@ class BleBridge(SimDevice):
         """Become one of sim's devices (the firmware's radio starts inactive, as after a boot)."""
         with self._acting():
             self._reset_firmware_side()
+            self._held = None
             self.sim = sim
             self.now_ms = max(self.now_ms, sim.now_ms)
             if self not in sim.devices:
@@ -295,13 +325,21 @@ class BleBridge(SimDevice):
     def _flush(self) -> None:
         with self._qlock:
             self._send_events()
-        if not self.active:
-            return  # the firmware's radio is off: nothing reaches it
-        t = self.next_due() or 0
-        if t != self._announced:
-            self._announced = t
+        # Hold: a timer due inside the firmware's current grant (a scan its tick started) lowers
+        # the grant to that time ("G", as SimPump grants), so the firmware pauses there ("@A"),
+        # the timer fires, and the grant goes back up (docs/ble.md "Virtual time").
+        sim = self.sim
+        if sim is None or sim.mode != "lockstep":
+            return
+        t = self.next_due() if self.active else None
+        g = sim._granted
+        hold = t if t is not None and self.now_ms <= t < g else None
+        if hold is not None and hold != self._held:
             self.stats["announced"] += 1
-            self._send(f"b h {t}")
+            self._send(f"G {hold - sim._base}")
+        elif hold is None and self._held is not None:
+            self._send(f"G {g - sim._base}")
+        self._held = hold
 
     # ---- SimDevice --------------------------------------------------------------------------
     def due_ms(self, now_ms: int) -> int | None:
@@ -331,6 +369,7 @@ class BleBridge(SimDevice):
         elif kind == "R":  # the firmware (re)booted: its radio is off and its links are gone
             with self._acting():
                 self._reset_firmware_side()
+                self._held = None  # its grants are SimPump's again
 
     # ---- virtual time -------------------------------------------------------------------------
     def schedule(self, t_ms: int, fn: Callable[[], None]) -> None:
@@ -446,29 +485,38 @@ class BleBridge(SimDevice):
 
     # ---- requests from the firmware -------------------------------------------------------------
     def _request(self, sim: SimPump, f: list[str]) -> None:
+        """"@b <method> <now_ms> <args>": one call of the firmware's radio (the shim's generic
+        call); answered by "b= <errno> <results>" after its events."""
         with self._acting():
             self.sim = sim
             self.stats["requests"] += 1
             self.trace.append(f"{f[1] if len(f) > 1 else '?'} > b {' '.join(f)}")
             extra = ""
             try:
-                op, now, args = int(f[0]), int(f[1]), f[2:]
+                name, now = f[0], int(f[1]) + sim._base
+                args, kw = [], {}
+                for tok in f[2:]:
+                    key, sep, val = tok.partition(":")
+                    if sep:
+                        kw[key] = _arg(val)
+                    else:
+                        args.append(_arg(tok))
                 if now < self.now_ms:
                     now = self.now_ms
                 if self.next_due() is not None and self.next_due() < now:
                     self.stats["late"] += 1  # the firmware ran past a hold: should never happen
                 self._advance(now)
-                handler = self._OPS.get(op)
+                handler = getattr(self, "op_" + name, None)
                 if handler is None:
-                    raise BridgeError(EINVAL)
-                if op != OP_ACTIVE and not self.active:
+                    raise BridgeError(EINVAL)  # a method the sim's radio does not have
+                if name not in ("active", "config") and not self.active:
                     raise BridgeError(ENODEV)
-                extra = handler(self, *args) or ""
+                extra = _results(handler(*args, **kw))
                 self._wait_peers()
                 err = 0
             except BridgeError as e:
                 err = e.errno
-            except (ValueError, IndexError):
+            except (ValueError, IndexError, TypeError, KeyError):
                 err = EINVAL
             except Exception as e:  # noqa: BLE001 - a bridge bug must not hang the firmware's call
                 log.exception("radio request %s failed", f)
@@ -479,24 +527,35 @@ class BleBridge(SimDevice):
                 self._send_events()
                 self._send(f"b= {err}{extra}")
 
-    def _conn(self, handle: str):
-        conn = self.conns.get(int(handle))
+    def _conn(self, handle: int):
+        conn = self.conns.get(handle)
         if conn is None:
             raise BridgeError(ENOTCONN)
         return conn
 
-    def op_active(self, on: str) -> None:
-        if on == "1":
-            self.active = True
-            self._announced = 0
-            return
-        self._reset_firmware_side()
+    # The op_<name> methods are the firmware's BLE methods, with MicroPython's parameter names;
+    # arguments arrive as ints (None: -1; bools: 0/1) and bytes (UUIDs: little-endian, str: UTF-8).
+    def op_active(self, active: int | None = None) -> bool:
+        if active is not None and active >= 0:
+            if active:
+                self.active = True
+            else:
+                self._reset_firmware_side()
+        return self.active
 
-    def op_mac(self) -> str:
-        return f" 1 {_addr_bytes(Address(self.address)).hex()}"
+    def op_config(self, *args: bytes, **kw: Any) -> Any:
+        """config("key") -> value; config(key=value, ...) stores them (the shim keeps none)."""
+        if args:
+            key = bytes(args[0]).decode()
+            if key == "mac":
+                return 1, _addr_bytes(Address(self.address))  # random static, as the C module says
+            return self.config.get(key)
+        self.config.update(kw)
+        return None
 
-    def op_scan(self, duration: str, active: str) -> None:
-        d = int(duration)
+    def op_gap_scan(self, duration_ms: int, interval_us: int = 1280000, window_us: int = 11250,
+                    active: int = 0) -> None:
+        d = duration_ms
         if d < 0:
             self._scan_stop()
             return
@@ -507,7 +566,7 @@ class BleBridge(SimDevice):
 
         async def start():
             self._adv.clear()
-            await self.device.start_scanning(active=active == "1", filter_duplicates=False)
+            await self.device.start_scanning(active=bool(active), filter_duplicates=False)
         self._run(start())
         self._log("scan")
         self.scanning = True
@@ -552,17 +611,17 @@ class BleBridge(SimDevice):
         self._log("scan_done")
         self._event(IRQ_SCAN_DONE)
 
-    def op_connect(self, addr_type: str, addr: str = "", duration: str = "2000") -> None:
-        if int(addr_type) < 0:  # gap_connect(None): cancel
+    def op_gap_connect(self, addr_type: int, addr: bytes = b"", scan_duration_ms: int = 2000,
+                       *_intervals: int, **_kw: int) -> None:
+        if addr_type < 0:  # gap_connect(None): cancel
             if self.pending is None:
                 raise BridgeError(EALREADY)
             self.pending = None
             self._event(IRQ_PERIPHERAL_DISCONNECT, CONN_NONE, 0xFF, bytes(6))
             return
-        addr = addr[1:]
-        if len(addr) != 12:
+        if len(addr) != 6:
             raise BridgeError(EINVAL)
-        peer = Address(":".join(addr[i:i + 2] for i in range(0, 12, 2)).upper(), int(addr_type) & 1)
+        peer = Address(":".join(f"{b:02X}" for b in addr), addr_type & 1)
         key = _addr_key(peer)
         if self.pending is not None:
             raise BridgeError(EALREADY)
@@ -572,7 +631,7 @@ class BleBridge(SimDevice):
         if self._advertising(key):
             self._connect_now(peer)
             return
-        deadline = self.now_ms + (int(duration) or CONNECT_DEFAULT_MS)
+        deadline = self.now_ms + (scan_duration_ms or CONNECT_DEFAULT_MS)
         self.pending = (peer, deadline)
 
         def timeout():
@@ -611,12 +670,12 @@ class BleBridge(SimDevice):
             self._event(IRQ_PERIPHERAL_CONNECT, handle, addr_type, addr)
         self._run(go())
 
-    def op_disconnect(self, handle: str) -> str:
-        conn = self.conns.get(int(handle)) or self.centrals.get(int(handle))  # a peripheral, or a central
+    def op_gap_disconnect(self, conn_handle: int) -> bool:
+        conn = self.conns.get(conn_handle) or self.centrals.get(conn_handle)  # a peripheral, or a central
         if conn is None:
-            return " 0"
+            return False
         self._run(conn.disconnect())
-        return " 1"
+        return True
 
     def _procedure(self, body: Callable[[], Coroutine], done: int, *fields: Any) -> None:
         """Run a GATT procedure (body emits its result events), then its DONE event with the
@@ -632,20 +691,21 @@ class BleBridge(SimDevice):
                 self._event(done, *fields, st)
         self._run(go())
 
-    def op_services(self, handle: str, uuid: str = "") -> None:
-        conn = self._conn(handle)
+    def op_gattc_discover_services(self, conn_handle: int, uuid: bytes | int = -1) -> None:
+        conn = self._conn(conn_handle)
         h = conn.handle
-        want = [BUUID.from_bytes(bytes.fromhex(uuid[1:]))] if uuid else []
+        want = [] if uuid == -1 else [_uuid(uuid)]
 
         async def body():
             for svc in await conn.gatt_client.discover_services(want):
                 self._event(IRQ_GATTC_SERVICE_RESULT, h, svc.handle, svc.end_group_handle, svc.uuid)
         self._procedure(body, IRQ_GATTC_SERVICE_DONE, h)
 
-    def op_characteristics(self, handle: str, start: str, end: str, uuid: str = "") -> None:
-        conn = self._conn(handle)
-        h, s, e = conn.handle, int(start), int(end)
-        want = BUUID.from_bytes(bytes.fromhex(uuid[1:])) if uuid else None
+    def op_gattc_discover_characteristics(self, conn_handle: int, start_handle: int, end_handle: int,
+                                          uuid: bytes | int = -1) -> None:
+        conn = self._conn(conn_handle)
+        h, s, e = conn.handle, start_handle, end_handle
+        want = None if uuid == -1 else _uuid(uuid)
 
         async def body():
             found = []  # (declaration handle, value handle, properties, uuid)
@@ -670,9 +730,9 @@ class BleBridge(SimDevice):
                     self._event(IRQ_GATTC_CHARACTERISTIC_RESULT, h, last, vh, props, u)
         self._procedure(body, IRQ_GATTC_CHARACTERISTIC_DONE, h)
 
-    def op_descriptors(self, handle: str, start: str, end: str) -> None:
-        conn = self._conn(handle)
-        h, s, e = conn.handle, int(start), int(end)
+    def op_gattc_discover_descriptors(self, conn_handle: int, start_handle: int, end_handle: int) -> None:
+        conn = self._conn(conn_handle)
+        h, s, e = conn.handle, start_handle, end_handle
 
         async def body():
             if s <= e:
@@ -680,31 +740,32 @@ class BleBridge(SimDevice):
                     self._event(IRQ_GATTC_DESCRIPTOR_RESULT, h, d.handle, d.type)
         self._procedure(body, IRQ_GATTC_DESCRIPTOR_DONE, h)
 
-    def op_read(self, handle: str, value_handle: str) -> None:
-        conn = self._conn(handle)
-        h, vh = conn.handle, int(value_handle)
+    def op_gattc_read(self, conn_handle: int, value_handle: int) -> None:
+        conn = self._conn(conn_handle)
+        h, vh = conn.handle, value_handle
 
         async def body():
             v = await conn.gatt_client.read_value(vh, no_long_read=True)
             self._event(IRQ_GATTC_READ_RESULT, h, vh, v)
         self._procedure(body, IRQ_GATTC_READ_DONE, h, vh)
 
-    def op_write(self, handle: str, value_handle: str, mode: str, data: str = "=") -> None:
-        conn = self._conn(handle)
-        h, vh, value = conn.handle, int(value_handle), bytes.fromhex(data[1:])
-        if mode not in ("0", "1"):
+    def op_gattc_write(self, conn_handle: int, value_handle: int, data: bytes, mode: int = 0) -> None:
+        conn = self._conn(conn_handle)
+        h, vh, value = conn.handle, value_handle, bytes(data)
+        if mode not in (0, 1):
             raise BridgeError(EINVAL)
 
         async def body():
-            await conn.gatt_client.write_value(vh, value, with_response=mode == "1")
+            await conn.gatt_client.write_value(vh, value, with_response=mode == 1)
         # write-without-response raises no event
-        self._procedure(body, IRQ_GATTC_WRITE_DONE if mode == "1" else 0, h, vh)
+        self._procedure(body, IRQ_GATTC_WRITE_DONE if mode == 1 else 0, h, vh)
 
-    def op_mtu(self, handle: str, mtu: str) -> None:
-        conn = self._conn(handle)
+    def op_gattc_exchange_mtu(self, conn_handle: int) -> None:
+        conn = self._conn(conn_handle)
+        mtu = self.config.get("mtu", 23)
 
         async def body():
-            got = await conn.gatt_client.request_mtu(max(23, int(mtu)))
+            got = await conn.gatt_client.request_mtu(max(23, mtu))
             self._event(IRQ_MTU_EXCHANGED, conn.handle, got)
         self._procedure(body, 0)
 
@@ -723,21 +784,17 @@ class BleBridge(SimDevice):
         self._event(IRQ_CENTRAL_CONNECT, handle, addr_type, addr)
 
     def _remote_write(self, conn, handle: int, value: bytes) -> None:  # bumble loop thread
-        self.values[handle] = bytes(value)
-        self._event("v", handle, bytes(value))  # the shim's local copy first, then the IRQ
+        self.values[handle] = bytes(value)  # gatts_read (a call) reads it from here
         self._event(IRQ_GATTS_WRITE, conn.handle, handle)
 
-    @staticmethod
-    def _opt(tok: str) -> bytes | None:
-        return None if tok == "-1" else bytes.fromhex(tok[1:])
-
-    def op_advertise(self, interval: str, adv: str = "-1", resp: str = "-1") -> None:
+    def op_gap_advertise(self, interval_us: int, adv_data: bytes | int = -1, resp_data: bytes | int = -1,
+                         connectable: int = 1) -> None:
         self.peripheral = True
-        if self._opt(adv) is not None:
-            self.adv_data = self._opt(adv)
-        if self._opt(resp) is not None:
-            self.resp_data = self._opt(resp)
-        start = int(interval) >= 0
+        if adv_data != -1:
+            self.adv_data = bytes(adv_data)
+        if resp_data != -1:
+            self.resp_data = bytes(resp_data)
+        start = interval_us >= 0
 
         async def go():
             await self.device.stop_advertising()
@@ -747,7 +804,10 @@ class BleBridge(SimDevice):
                     advertising_interval_min=5.0, advertising_interval_max=5.0)
         self._run(go())
 
-    def op_register(self, *toks: str) -> str:
+    def op_gatts_register(self, *toks: Any) -> tuple[int, ...]:
+        """gatts_register_services, flattened by bluetooth_p.py: per service its UUID and count of
+        characteristics; per characteristic its UUID, flags and count of descriptors; per
+        descriptor its UUID and flags. Returns every value handle, in that order."""
         from bumble.gatt import Characteristic, CharacteristicValue, Descriptor, Service
 
         if self.gatt:
@@ -762,21 +822,20 @@ class BleBridge(SimDevice):
             return CharacteristicValue(read=lambda _c: self.values.get(box[0].handle, b""),
                                        write=lambda c, v: self._remote_write(c, box[0].handle, v))
 
-        def uuid(tok: str) -> BUUID:
-            return BUUID.from_bytes(bytes.fromhex(tok[1:]))
+        uuid = _uuid
 
         services, order, i = [], [], 0
         while i < len(toks):
-            su, n = uuid(toks[i]), int(toks[i + 1])
+            su, n = uuid(toks[i]), toks[i + 1]
             i += 2
             chars = []
             for _ in range(n):
-                cu, flags, nd = uuid(toks[i]), int(toks[i + 1]), int(toks[i + 2])
+                cu, flags, nd = uuid(toks[i]), toks[i + 1], toks[i + 2]
                 i += 3
                 descs = []
                 for _ in range(nd):
                     box: list = []
-                    d = Descriptor(uuid(toks[i]), perms(int(toks[i + 1])), value(box))
+                    d = Descriptor(uuid(toks[i]), perms(toks[i + 1]), value(box))
                     box.append(d)
                     descs.append(d)
                     i += 2
@@ -794,50 +853,54 @@ class BleBridge(SimDevice):
         for a in order:
             self.gatt[a.handle] = a
             self.values[a.handle] = b""
-        return "".join(f" {a.handle}" for a in order)
+        return tuple(a.handle for a in order)
 
-    def _attr(self, handle: str):
-        a = self.gatt.get(int(handle))
+    def _attr(self, handle: int):
+        a = self.gatt.get(handle)
         if a is None:
             raise BridgeError(EINVAL)
         return a
 
-    def _central(self, handle: str):
-        conn = self.centrals.get(int(handle))
+    def _central(self, handle: int):
+        conn = self.centrals.get(handle)
         if conn is None:
             raise BridgeError(ENOTCONN)
         return conn
 
-    def op_write_local(self, handle: str, data: str, update: str) -> None:
-        a = self._attr(handle)
-        v = self.values[a.handle] = bytes.fromhex(data[1:])
-        if update == "1":  # to the subscribers, as their CCCDs ask
+    def op_gatts_read(self, value_handle: int) -> bytes:
+        return self.values[self._attr(value_handle).handle]
+
+    def op_gatts_set_buffer(self, value_handle: int, len: int, append: int = 0) -> None:  # noqa: A002
+        self._attr(value_handle)  # remote writes are not truncated here
+
+    def op_gatts_write(self, value_handle: int, data: bytes, send_update: int = 0) -> None:
+        a = self._attr(value_handle)
+        v = self.values[a.handle] = bytes(data)
+        if send_update:  # to the subscribers, as their CCCDs ask
             async def go():
                 await self.device.notify_subscribers(a, v)
                 await self.device.indicate_subscribers(a, v)
             self._run(go())
 
-    def op_notify(self, conn: str, handle: str, data: str) -> None:
-        c, a = self._central(conn), self._attr(handle)
-        self._run(self.device.notify_subscriber(c, a, bytes.fromhex(data[1:]), force=True))
+    def _value(self, a: Any, data: bytes | int) -> bytes:
+        return self.values[a.handle] if data == -1 else bytes(data)
 
-    def op_indicate(self, conn: str, handle: str, data: str) -> None:
-        c, a = self._central(conn), self._attr(handle)
+    def op_gatts_notify(self, conn_handle: int, value_handle: int, data: bytes | int = -1) -> None:
+        c, a = self._central(conn_handle), self._attr(value_handle)
+        self._run(self.device.notify_subscriber(c, a, self._value(a, data), force=True))
+
+    def op_gatts_indicate(self, conn_handle: int, value_handle: int, data: bytes | int = -1) -> None:
+        c, a = self._central(conn_handle), self._attr(value_handle)
+        v = self._value(a, data)
 
         async def go():
             try:
-                await self.device.indicate_subscriber(c, a, bytes.fromhex(data[1:]), force=True)
+                await self.device.indicate_subscriber(c, a, v, force=True)
                 st = 0
             except Exception:  # noqa: BLE001 - no confirmation: the link went away
                 st = 13  # BLE_HS_ETIMEOUT
             self._event(IRQ_GATTS_INDICATE_DONE, c.handle, a.handle, st)
         self._run(go())
-
-    _OPS: dict[int, Callable[..., str | None]] = {
-        OP_ACTIVE: op_active, 2: op_mac, 3: op_scan, 4: op_connect, 5: op_disconnect, 6: op_services,
-        7: op_characteristics, 8: op_descriptors, 9: op_read, 10: op_write, 11: op_mtu,
-        20: op_advertise, 21: op_register, 22: op_write_local, 23: op_notify, 24: op_indicate,
-    }  # the shim's _ACTIVE, _MAC, ... (boards/sim/bluetooth.py, bluetooth_p.py)
 
     def _reset_firmware_side(self) -> None:
         """The pump's radio is off (active(False), or a reboot): links dropped, scan stopped."""
@@ -858,6 +921,5 @@ class BleBridge(SimDevice):
             self._run(self.device.stop_advertising())
         with self._qlock:
             self._events.clear()
-        self._announced = 0
         if was:
             log.debug("pump radio off at %d ms", self.now_ms)

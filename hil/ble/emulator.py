@@ -28,6 +28,7 @@ from hil.paths import BUILD_DIR
 
 # What an emulator board needs from the build tree: the shared codec and the emulator.
 DEPLOY_MODULES = ["basalt/__init__.mpy", "basalt/cgm/__init__.mpy", "basalt/cgm/cgms.mpy", "basalt/cgm/sfloat.mpy",
+                  "basalt/cgm/rx.mpy", "basalt/cgm/conn.mpy",
                   "basalt/lib/__init__.mpy", "cgm_emulator/__init__.mpy",
                   "cgm_emulator/emulator.mpy", "cgm_emulator/board_main.mpy"]
 MAIN = "import cgm_emulator.board_main  # the CGM emulator (hil/ble/emulator.py deploy)\n"

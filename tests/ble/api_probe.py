@@ -49,10 +49,14 @@ u = bluetooth.UUID(0x2AA7)
 u128 = bluetooth.UUID("6E400001-B5A3-F393-E0A9-E50E24DCCA9E")
 report("uuid", u == bluetooth.UUID(0x2AA7), u != bluetooth.UUID(0x2AA8), {u: 1}[bluetooth.UUID(b"\xa7\x2a")],
        bytes(u).hex(), show(u), len(bytes(u128)), bytes(u128)[15], errno_of(lambda: bluetooth.UUID(b"abc")))
+report("uuid2", isinstance(u, bluetooth.UUID), errno_of(lambda: bluetooth.UUID(0x10000)), bytes(memoryview(u)).hex(),
+       u == bluetooth.UUID(u), bluetooth.UUID(bluetooth.UUID(0x2AA7)) == u)
 report("active", ble.active(True), ble.active())
 ble.irq(irq)
 ble.config(mtu=100)
 report("config", ble.config("mtu"), ble.config("mac")[0], ble.config("mac")[1].hex())
+ble.config(gap_name="Basalt pump")
+report("config2", ble.config("gap_name") == b"Basalt pump", ble.config("nonsense"))
 report("read", errno_of(ble.gattc_read, 7, 3))  # no such connection: ENOTCONN
 report("disc", ble.gap_disconnect(7))  # False: not connected
 report("cancel", errno_of(ble.gap_connect, None))  # nothing to cancel: EALREADY
@@ -71,6 +75,7 @@ STEPS = {
     25000: lambda: report("read", errno_of(ble.gattc_read, conn[0], 0xFFF0)),
     26000: lambda: report("bye", ble.gap_disconnect(conn[0])),
     27000: lambda: report("off", ble.active(False), errno_of(ble.gap_scan, 1000)),
+    28000: lambda: report("central_only", "bluetooth_p" not in sys.modules),  # the peripheral part never loaded
 }
 RACP = [0]
 

@@ -2,7 +2,7 @@
 # imported and run under CPython by tests/test_cgms_host.py, so they must work on both.
 # Vectors from /work/shared/reference.md section 1 (Nordic Semiconductor's Android BLE library
 # unit tests).
-from basalt.cgm import cgms, sfloat, validity
+from basalt.cgm import cgms, conn, rx, sfloat, validity
 from basalt.cgm.cgms import Reading
 from basalt.cgm.validity import Validator
 from basalt.lib import crc16
@@ -44,6 +44,14 @@ SOCP_SUCCESS = 1
  R_CAL_REQUIRED, R_ANNUNC, R_NO_SESSION, R_FUTURE, R_STALE, R_DUPLICATE, R_NOT_MONOTONIC) = range(15)
 BLOCK_DEFAULT = (A_WRONG_SENSOR_TYPE | A_GENERAL_DEVICE_FAULT | A_TEMP_TOO_HIGH | A_TEMP_TOO_LOW
                  | A_BELOW_DEVICE_RANGE | A_ABOVE_DEVICE_RANGE)
+
+# The pump's state array (rx.state(), docs/cgms.md): record slots, then the validator's
+(S_ERR, S_START, S_SIZE, S_FLAGS, S_GLUCOSE_RAW, S_GLUCOSE, S_TIME_OFFSET, S_STATUS, S_TREND_RAW,
+ S_TREND, S_QUALITY_RAW, S_QUALITY, S_CRC, S_SESSION, S_LAST, S_RI, S_LO, S_HI, S_MAX_AGE,
+ S_MAX_AHEAD, S_BLOCK) = range(21)
+S_RING, S_COUNTS, S_N = 21, 29, 44
+NONE = -0x40000000  # "no value" in a slot
+E2E_AUTO = 2
 
 REC_PLAIN = bytes((0x06, 0x00, 0x0C, 0x10, 0x06, 0x00))
 REC_FULL = bytes((0x0F, 0xE3, 0xD2, 0xE4, 0x05, 0x00, 0x02, 0x14, 0xFF, 0x02, 0xF0, 0xE5, 0xF3,
@@ -322,15 +330,30 @@ def test_parse_does_not_allocate():
     def cb(r):
         v.check(r, 360)
 
+    st = rx.state()
+    rx.reset(st, 0)
+    seen = [0]
+
+    def pump_cb(s, why):
+        seen[0] += 1 + why
+
     cgms.parse(buf, rec, cb, True)  # warm up
+    rx.parse(buf, st, pump_cb, True, 360)
     gc.collect()
     gc.disable()
     a = gc.mem_alloc()
     for _ in range(10):
         cgms.parse(buf, rec, cb, True)
+        rx.parse(buf, st, pump_cb, True, 360)
+        rx.parse(buf, st, None, True, 360)
+        off = 0
+        while off >= 0 and off < len(buf):
+            off = rx.record(buf, off, -1, True, st)
+            rx.check(st, st[S_ERR], st[S_GLUCOSE], st[S_TIME_OFFSET], st[S_STATUS], 360)
     used = gc.mem_alloc() - a
     gc.enable()
     assert used == 0, used
+    assert seen[0] > 30
 
 
 # ---- Feature, RACP, SOCP ------------------------------------------------------------------
@@ -472,3 +495,262 @@ def test_validator_malformed_and_crc():
     cgms.parse_record(REC_BADCRC, rec, 0, -1, True)
     assert v.check(rec, 360) == R_CRC
     assert v.counts[R_MALFORMED] == 2 and v.counts[R_CRC] == 1
+
+
+# ---- the pump's path: basalt.cgm.rx (records + validity) and basalt.cgm.conn (Feature, RACP) ----
+def test_rx_state_layout():
+    from array import array
+
+    s = rx.state()
+    # a plain array: keeping it keeps no class (and so no module) of the codec alive
+    assert type(s) is array and len(s) == S_N
+    assert s[S_ERR] == cgms.E_SIZE and s[S_GLUCOSE] == NONE and s[S_GLUCOSE_RAW] == -1
+    assert s[S_TREND] == NONE and s[S_QUALITY] == NONE and s[S_CRC] == -1
+    assert s[S_SESSION] == NONE and s[S_LAST] == -1 and s[S_RI] == 0
+    assert (s[S_LO], s[S_HI], s[S_MAX_AGE], s[S_MAX_AHEAD], s[S_BLOCK]) == (400, 4000, 720, 300, BLOCK_DEFAULT)
+    assert list(s[S_RING:S_COUNTS]) == [-1] * 8 and list(s[S_COUNTS:S_N]) == [0] * 15
+    assert rx.check(s, 0, 1200, 10, 0, 600) == R_NO_SESSION and s[S_COUNTS + R_NO_SESSION] == 1
+    rx.reset(s, 0)
+    assert s[S_SESSION] == 0
+    rx.reset(s)
+    assert s[S_SESSION] == NONE
+
+
+def test_rx_record_slots():
+    s = rx.state()
+    assert rx.record(REC_FULL, 0, -1, True, s) == 15
+    assert list(s[:S_SESSION]) == [0, 0, 15, 0xE3, 0xE4D2, 123, 5, 0xFF1402, 0xF002, 2, 0xF3E5, 997, 0x3F8E]
+    assert rx.record(REC_PLAIN, 0, -1, False, s) == 6
+    assert list(s[:S_SESSION]) == [0, 0, 6, 0, 0x100C, 1200, 6, 0, -1, NONE, -1, NONE, -1]
+    assert rx.record(REC_BADCRC, 0, -1, True, s) == 8 and s[S_ERR] == cgms.E_CRC and s[S_GLUCOSE] == 1200
+    assert rx.record(REC_BADCRC, 0, -1, E2E_AUTO, s) == 8 and s[S_ERR] == cgms.E_CRC
+    assert rx.record(REC_PLAIN, 0, -1, True, s) == -1 and s[S_ERR] == cgms.E_LAYOUT
+    assert rx.record(REC_PLAIN, 0, 5, False, s) == -1 and s[S_ERR] == cgms.E_SIZE
+    # the second of two records, and specials: no value, not a number
+    two = REC_PLAIN + cgms.record(NAN, 7, 0, PINF, 0xF3E5)
+    assert rx.record(two, 6, -1, False, s) == len(two)
+    assert (s[S_START], s[S_GLUCOSE_RAW], s[S_GLUCOSE], s[S_TREND_RAW], s[S_TREND], s[S_QUALITY]) == \
+        (6, NAN, NONE, PINF, NONE, 997)
+    for raw, tenths in SFLOAT_VECTORS:
+        assert rx.scaled(raw) == tenths and sfloat.scaled is rx.scaled
+    assert rx.scaled(0x100C, 0) == 120 and rx.scaled(NAN) is None
+
+
+def test_rx_parse_and_check():
+    s = rx.state()
+    rx.reset(s, 1000)  # time offset 0 is pump time 1000 s
+    g = sfloat.from_int(120)
+    got = []
+
+    def cb(st, why):
+        got.append((st[S_TIME_OFFSET], st[S_GLUCOSE], why))
+
+    buf = (cgms.record(g, 10, e2e=True) + cgms.record(g, 10, e2e=True) + cgms.record(g, 9, e2e=True)
+           + cgms.record(NAN, 11, e2e=True) + cgms.record(g, 12, A_CAL_REQUIRED, e2e=True)
+           + REC_BADCRC + cgms.record(g, 13, e2e=True))
+    now = 1000 + 13 * 60
+    assert rx.parse(buf, s, cb, True, now) == 2
+    assert got == [(10, 1200, R_OK), (10, 1200, R_DUPLICATE), (9, 1200, R_NOT_MONOTONIC),
+                   (11, NONE, R_SPECIAL), (12, 1200, R_CAL_REQUIRED), (6, 1200, R_CRC), (13, 1200, R_OK)]
+    assert s[S_LAST] == 13 and list(s[S_RING:S_RING + 3]) == [10, 13, -1] and s[S_RI] == 2
+    c = s[S_COUNTS:S_N]
+    assert (c[R_OK], c[R_DUPLICATE], c[R_NOT_MONOTONIC], c[R_SPECIAL], c[R_CAL_REQUIRED], c[R_CRC]) == (2, 1, 1, 1, 1, 1)
+    # a framing error stops the notification; an empty one is one malformed record
+    got.clear()
+    assert rx.parse(REC_PLAIN + bytes((3, 0, 0)), s, cb, False, now) == 0
+    assert [w for _o, _g, w in got] == [R_NOT_MONOTONIC, R_MALFORMED]
+    got.clear()
+    assert rx.parse(b"", s, cb, False, now) == 0 and [w for _o, _g, w in got] == [R_MALFORMED]
+    n = sum(s[S_COUNTS:S_N])
+    assert rx.parse(REC_PLAIN + REC_PLAIN, s, None, False, 1000 + 360, 6) == 0  # end bounds it: 1 record
+    assert sum(s[S_COUNTS:S_N]) == n + 1
+    # field arguments: None or the slot value for "no value"; the oref0 time window, both ends
+    for v in (None, NONE):
+        assert rx.check(s, 0, v, 20, 0, now) == R_SPECIAL
+    t20 = 1000 + 20 * 60
+    assert rx.check(s, 0, 1200, 20, 0, t20 + 721) == R_STALE
+    assert rx.check(s, 0, 1200, 20, 0, t20 - 301) == R_FUTURE
+    assert rx.check(s, 0, 1200, 20, 0, t20 - 300) == R_OK
+    assert rx.check(s, 0, 1200, 21, 0, t20 + 780) == R_OK  # 21 min is exactly 12 min old here
+    assert rx.check(s, 99, 1200, 30, 0, now) == R_MALFORMED
+    assert rx.check(s, 0, 3800 // 10, 30, 0, now) == R_ERROR_CODE  # 38.0 mg/dL
+    # a new session forgets the offsets, keeps the counts
+    n = sum(s[S_COUNTS:S_N])
+    rx.reset(s, 5000)
+    assert rx.check(s, 0, 1200, 0, 0, 5000) == R_OK and sum(s[S_COUNTS:S_N]) == n + 1
+
+
+def test_validator_is_rx():
+    # the host's Validator is rx.check on its own state array
+    v = Validator(lo=500, block=0)
+    assert v.state[S_LO] == 500 and v.state[S_BLOCK] == 0 and v.session is None
+    v.set_session(60)
+    assert v.session == 60 and v.last == -1
+    r = _rec(sfloat.from_int(45), 1)
+    assert v.classify(r, 120) == R_RANGE and sum(v.counts) == 0  # classify counts nothing
+    r = _rec(sfloat.from_int(50), 1, A_TEMP_TOO_HIGH)
+    assert v.check(r, 120) == R_OK and v.last == 1 and v.counts[R_OK] == 1
+    assert v.state[S_COUNTS + R_OK] == 1
+
+
+def test_conn_feature_and_racp():
+    f = cgms.F_E2E_CRC | F_TREND
+    b = cgms.encode_feature(f)
+    assert conn.feature(b) == f and conn.feature(cgms.encode_feature(F_TREND)) == F_TREND
+    bad = bytearray(b)
+    bad[5] ^= 0x40
+    assert conn.feature(bad) == -1 and conn.feature(b[:5]) == -1 and conn.feature(b"") == -1
+    assert cgms.racp_request is conn.racp_request and cgms.racp_response is conn.racp_response
+    assert conn.racp_request(RACP_REPORT, OPR_GE, 300) == b"\x01\x03\x01\x2c\x01"
+    assert conn.racp_response(b"\x06\x00\x01\x01") == (RACP_RSP, RACP_REPORT, 1)
+
+
+# ---- fuzz: the pump's path against an oracle written here -------------------------------------
+class _Rng:
+    # xorshift32: the same sequence on MicroPython and CPython (tests/test_cgms_host.py reruns this)
+    def __init__(self, seed):
+        self.x = seed
+
+    def below(self, n):
+        x = self.x
+        x ^= (x << 13) & 0xFFFFFFFF
+        x ^= x >> 17
+        x ^= (x << 5) & 0xFFFFFFFF
+        self.x = x
+        return x % n
+
+
+def _ref_crc(b, n):
+    crc = 0xFFFF  # CRC-16/MCRF4XX bit by bit, nothing shared with basalt.lib's table
+    for i in range(n):
+        crc ^= b[i]
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x8408 if crc & 1 else crc >> 1
+    return crc
+
+
+def _ref_glucose_ok(raw):
+    # exact SFLOAT value within 40..400 mg/dL (which also rules out <= 10 and 38)
+    m, e = raw & 0xFFF, raw >> 12
+    if 0x7FE <= m <= 0x802:
+        return False
+    if m >= 0x800:
+        m -= 0x1000
+    if e >= 8:
+        e -= 16
+    if e >= 0:
+        return 40 <= m * 10 ** e <= 400
+    d = 10 ** -e
+    return 40 * d <= m <= 400 * d
+
+
+_SPECIALS = (NAN, NRES, PINF, NINF, RSVD)
+_BLOCKING = A_SESSION_STOPPED | A_SENSOR_MALFUNCTION | A_CAL_REQUIRED | BLOCK_DEFAULT
+
+
+def _fuzz_sfloat(rng):
+    k = rng.below(100)
+    if k < 15:
+        return _SPECIALS[rng.below(5)] | (rng.below(16) << 12 if k < 5 else 0)
+    if k < 55:
+        return sfloat.from_tenths(rng.below(5000))  # mostly plausible glucose
+    if k < 65:
+        return sfloat.from_int((10, 38, 39, 40, 400, 401, 11, 0, 5)[rng.below(9)])
+    return rng.below(0x10000)
+
+
+def _fuzz_packet(rng, crc):
+    # (packet, mutated?) : 1-3 encoded records (repeats and reversals of the time offset too),
+    # then often mutated; or plain random bytes
+    if rng.below(10) < 2:
+        return bytes(rng.below(256) for _ in range(rng.below(48))), True
+    with_crc = crc if crc != E2E_AUTO else rng.below(2) == 1
+    to = rng.below(0x10000) if rng.below(10) == 0 else rng.below(2000)
+    pkt = b""
+    for _ in range(1 + rng.below(3)):
+        st = 0
+        for octet in range(3):
+            if rng.below(10) < 3:
+                st |= (rng.below(256) if rng.below(2) else 1 << rng.below(8)) << (8 * octet)
+        pkt += cgms.record(_fuzz_sfloat(rng), to, st, _fuzz_sfloat(rng) if rng.below(2) else -1,
+                           _fuzz_sfloat(rng) if rng.below(2) else -1, with_crc,
+                           (0, 0, 0, FL_WARNING, FL_CALTEMP, FL_STATUS, 0xE0)[rng.below(7)])
+        to = (to + (-1, 0, 1, 1, 5, 5)[rng.below(6)]) & 0xFFFF
+    if rng.below(10) < 4:
+        return pkt, False
+    b = bytearray(pkt)
+    for _ in range(1 + rng.below(3)):
+        k = rng.below(6)
+        if k == 0 and b:
+            b[rng.below(len(b))] ^= 1 << rng.below(8)
+        elif k == 1 and b:
+            b[rng.below(len(b))] = rng.below(256)
+        elif k == 2 and b:
+            b = b[:rng.below(len(b))]
+        elif k == 3:
+            b += bytes(rng.below(256) for _ in range(1 + rng.below(5)))
+        elif k == 4 and b:
+            b[0] = (0, 1, 5, 6, 7, 8, 15, 16, 255, len(b) & 0xFF)[rng.below(10)]
+        elif k == 5 and len(b) > 1:
+            b[1] = rng.below(256)
+    return bytes(b), True
+
+
+def test_fuzz_pump_path():
+    # Tens of thousands of random and mutated notifications through rx.parse, as the pump runs
+    # it: no exception escapes, and every accepted record is checked here against the bytes.
+    rng = _Rng(0xBA5A17)
+    s = rx.state()
+    outcome = [0] * 15
+    ctx = [b"", 0, 0, -1]  # packet, crc mode, now, last accepted offset
+
+    def cb(st, why):
+        outcome[why] += 1
+        if why:
+            return
+        pkt, crc, now = ctx[0], ctx[1], ctx[2]
+        start, size = st[S_START], st[S_SIZE]
+        assert st[S_ERR] == 0 and 6 <= size and start + size <= len(pkt)
+        b = pkt[start:start + size]
+        fl = b[1]
+        need = 6 + (fl >> 7) + ((fl >> 6) & 1) + ((fl >> 5) & 1) + 2 * (fl & 1) + (fl & 2)
+        assert size == need or size == need + 2, b
+        has_crc = size == need + 2
+        assert has_crc == bool(crc) if crc != E2E_AUTO else True, b
+        if has_crc:
+            assert _ref_crc(b, size - 2) == b[size - 2] | b[size - 1] << 8, b
+        assert _ref_glucose_ok(b[2] | b[3] << 8), b
+        status, p = 0, 6
+        for f, shift in ((FL_STATUS, 0), (FL_CALTEMP, 8), (FL_WARNING, 16)):
+            if fl & f:
+                status |= b[p] << shift
+                p += 1
+        assert not status & _BLOCKING, b
+        to = b[4] | b[5] << 8
+        assert to == st[S_TIME_OFFSET] and -300 <= now - 60 * to <= 720, b
+        assert to > ctx[3], b  # neither a duplicate nor going back
+        ctx[3] = to
+
+    n = accepted = 0
+    for i in range(20000):
+        crc = (False, True, E2E_AUTO)[i % 3]
+        pkt, _mutated = _fuzz_packet(rng, crc)
+        now = 60 * (pkt[4] | pkt[5] << 8 if len(pkt) >= 6 else 0) + rng.below(1320) - 420
+        rx.reset(s, None if i % 97 == 0 else 0)
+        ctx[0], ctx[1], ctx[2], ctx[3] = pkt, crc, now, -1
+        accepted += rx.parse(pkt, s, cb, crc, now)
+        if i % 10 == 0:  # the same notification again: nothing in it is new
+            assert rx.parse(pkt, s, cb, crc, now) == 0
+        n += 1
+        # the connection-time parsers never raise on junk either (racp_response: ValueError only)
+        if i % 5 == 0:
+            conn.feature(pkt[:8])
+            try:
+                conn.racp_response(pkt[:4])
+            except ValueError:
+                pass
+    assert accepted == outcome[0] and sum(s[S_COUNTS:S_N]) == sum(outcome)
+    assert list(s[S_COUNTS:S_N]) == outcome
+    for why in range(15):
+        assert outcome[why] > 0, (why, outcome)  # every rule fired
+    assert accepted > 1000 and outcome[R_CRC] > 500, outcome

@@ -1,10 +1,12 @@
-# Bluetooth CGM Service (0x181F) codec: CGM Measurement records (0x2AA7), CGM Feature (0x2AA8),
-# RACP (0x2A52) and SOCP (0x2AAC). Decode and encode; pure Python for MicroPython and CPython.
-# docs/cgms.md has the byte layouts, the sources relied on and every rule applied here.
+# Bluetooth CGM Service (0x181F) codec, the full set: CGM Measurement records (0x2AA7), CGM Feature
+# (0x2AA8), RACP (0x2A52) and SOCP (0x2AAC), decode and encode, every CGMS constant. For the host
+# tools, the simulated sensor and the CGM emulator (MicroPython and CPython). The pump does not
+# load it: it decodes with basalt.cgm.rx (records, validity) and basalt.cgm.conn (Feature, RACP),
+# which this module builds on, so both sides run the same parser. docs/cgms.md has the layouts.
 #
-# Hot path (parse_record / parse): no slicing, no per-record allocation - the caller owns one
-# Reading and it is refilled for each record. Values are integers: glucose, trend and quality in
-# tenths of their unit (see sfloat.scaled), None when the SFLOAT is a special value.
+# parse_record / parse: no slicing, no per-record allocation - the caller owns one Reading and it
+# is refilled for each record. Values are integers: glucose, trend and quality in tenths of their
+# unit (rx.scaled), None when the SFLOAT is a special value.
 #
 # Named constants: _NAME const()s are folded away by MicroPython (no RAM); under CPython each is
 # also readable as NAME (cgms.A_SENSOR_MALFUNCTION, cgms.RACP_REPORT ...). Other firmware modules
@@ -17,8 +19,15 @@ except ImportError:  # CPython: const() is a no-op, and every _NAME constant is 
 
     __getattr__ = exports(globals())
 
+from array import array
+
 from ..lib import crc16
-from .sfloat import scaled
+from .conn import feature as _feature
+from .conn import racp_request, racp_response  # noqa: F401 - part of this module's API
+from .rx import record as record_slots
+
+_NONE = const(-0x40000000)  # = rx's "no value" slot value
+_NF = const(13)  # record slots
 
 _UUID_SERVICE = const(0x181F)
 _UUID_MEASUREMENT = const(0x2AA7)
@@ -133,92 +142,51 @@ E2E_AUTO = const(2)  # e2e argument: CRC checked when the Size says one is prese
 
 
 class Reading:
-    # One parsed record; preallocate one and let parse_record refill it. *_raw are the SFLOAT
-    # words (-1 when the field is absent); glucose/trend/quality are tenths (None if absent or
-    # a special value); status is the 24-bit annunciation (0 when no octet is present).
+    # One parsed record as attributes (host tools, the simulator, tests); preallocate one and let
+    # parse_record refill it. *_raw are the SFLOAT words (-1 when the field is absent);
+    # glucose/trend/quality are tenths (None if absent or a special value); status is the 24-bit
+    # annunciation (0 when no octet is present). The pump does not use it: rx.record() fills the
+    # slots of a caller-owned array instead (a class instance would keep this module loaded).
     def __init__(self):
+        self.slots = array("i", (0,) * _NF)  # rx.record()'s output, copied into the attributes
         self.clear()
 
     def clear(self):
-        self.err = E_OK
-        self.start = 0  # offset of the record in the notification
-        self.size = 0
-        self.flags = 0
-        self.glucose_raw = -1
-        self.glucose = None
-        self.time_offset = 0
-        self.status = 0
-        self.trend_raw = -1
-        self.trend = None
-        self.quality_raw = -1
-        self.quality = None
-        self.crc = -1  # received E2E-CRC, -1 if none
+        record_slots(b"", 0, 0, False, self.slots)  # an empty buffer: every slot at "absent"
+        self.slots[0] = E_OK
+        self._load()
+
+    def _load(self):
+        a = self.slots
+        self.err = a[0]
+        self.start = a[1]  # offset of the record in the notification
+        self.size = a[2]
+        self.flags = a[3]
+        self.glucose_raw = a[4]
+        self.glucose = None if a[5] == _NONE else a[5]
+        self.time_offset = a[6]
+        self.status = a[7]
+        self.trend_raw = a[8]
+        self.trend = None if a[9] == _NONE else a[9]
+        self.quality_raw = a[10]
+        self.quality = None if a[11] == _NONE else a[11]
+        self.crc = a[12]  # received E2E-CRC, -1 if none
 
 
 def layout_size(flags):
     # record Size implied by the flags, without the E2E-CRC
     return (6 + ((flags & _FL_TREND) << 1) + (flags & _FL_QUALITY)
-            + ((flags >> 5) & 1) + ((flags >> 6) & 1) + (flags >> 7))
+            + ((flags >> 7) & 1) + ((flags >> 6) & 1) + ((flags >> 5) & 1))
 
 
 def parse_record(buf, rec, off=0, end=-1, e2e=False):
-    # Decode the record at buf[off] into rec. e2e: True when the Feature has E2E-CRC (Size must
-    # then include 2 CRC bytes), False when not, E2E_AUTO to accept either and check a CRC if
-    # present. Returns the next record's offset, or -1 when framing is lost (rec.err says why).
-    if end < 0:
-        end = len(buf)
-    rec.clear()
-    rec.start = off
-    if off >= end:
-        rec.err = E_SIZE
-        return -1
-    size = buf[off]
-    rec.size = size
-    if size < 6 or size > end - off:
-        rec.err = E_SIZE
-        return -1
-    fl = buf[off + 1]
-    rec.flags = fl
-    need = layout_size(fl)
-    if e2e == E2E_AUTO:
-        has_crc = size == need + 2
-    else:
-        has_crc = bool(e2e)
-    if size != need + (2 if has_crc else 0):
-        rec.err = E_LAYOUT
-        return -1
-    nxt = off + size
-    if has_crc:
-        got = buf[nxt - 2] | (buf[nxt - 1] << 8)
-        rec.crc = got
-        if crc16(buf, off, nxt - 2) != got:
-            rec.err = E_CRC
-    raw = buf[off + 2] | (buf[off + 3] << 8)
-    rec.glucose_raw = raw
-    rec.glucose = scaled(raw)
-    rec.time_offset = buf[off + 4] | (buf[off + 5] << 8)
-    p = off + 6
-    st = 0
-    if fl & _FL_STATUS:
-        st = buf[p]
-        p += 1
-    if fl & _FL_CALTEMP:
-        st |= buf[p] << 8
-        p += 1
-    if fl & _FL_WARNING:
-        st |= buf[p] << 16
-        p += 1
-    rec.status = st
-    if fl & _FL_TREND:
-        raw = buf[p] | (buf[p + 1] << 8)
-        rec.trend_raw = raw
-        rec.trend = scaled(raw)
-        p += 2
-    if fl & _FL_QUALITY:
-        raw = buf[p] | (buf[p + 1] << 8)
-        rec.quality_raw = raw
-        rec.quality = scaled(raw)
-    return nxt
+    # Parse the record at buf[off:] (up to end, -1 = len(buf)) into rec, by rx.record (the
+    # pump's parser). e2e: True when the sensor's CGM Feature has E2E-CRC (every record must then
+    # include 2 CRC bytes), False when not, E2E_AUTO to accept either and check a CRC if present.
+    # Returns the next record's offset, or -1 when framing is lost (rec.err says why).
+    off = record_slots(buf, off, end, e2e, rec.slots)
+    rec._load()
+    return off
 
 
 def parse(buf, rec, cb, e2e=False, end=-1):
@@ -293,13 +261,12 @@ def record(glucose_raw, time_offset, status=0, trend_raw=-1, quality_raw=-1, e2e
 
 
 def parse_feature(buf):
-    # CGM Feature -> (features, type, sample_location). ValueError if shorter than 6 bytes or,
-    # when E2E-CRC is supported, its CRC (over the first 4 bytes) is wrong.
-    if len(buf) < 6:
-        raise ValueError("feature length")
-    f = buf[0] | (buf[1] << 8) | (buf[2] << 16)
-    if f & F_E2E_CRC and crc16(buf, 0, 4) != buf[4] | (buf[5] << 8):
-        raise ValueError("feature crc")
+    # CGM Feature -> (features, type, sample_location), by conn.feature (the pump's parser).
+    # ValueError if shorter than 6 bytes or, when E2E-CRC is supported, its CRC (over the first
+    # 4 bytes) is wrong.
+    f = _feature(buf)
+    if f < 0:
+        raise ValueError("feature")
     return f, buf[3] & 15, buf[3] >> 4
 
 
@@ -313,30 +280,6 @@ def encode_feature(features, typ=_TYPE_ISF, location=_LOC_SUBCUTANEOUS):
     b[4] = c & 0xFF
     b[5] = c >> 8
     return bytes(b)
-
-
-def racp_request(opcode, operator=_OPR_ALL, lo=0, hi=0):
-    # RACP request bytes. <= / >= filter on time offset lo; range is lo..hi inclusive.
-    # Abort always goes with the null operator.
-    if opcode == _RACP_ABORT:
-        return bytes((_RACP_ABORT, _OPR_NULL))
-    if operator == _OPR_LE or operator == _OPR_GE:
-        return bytes((opcode, operator, _FILTER_TIME_OFFSET, lo & 0xFF, (lo >> 8) & 0xFF))
-    if operator == _OPR_RANGE:
-        return bytes((opcode, operator, _FILTER_TIME_OFFSET, lo & 0xFF, (lo >> 8) & 0xFF,
-                      hi & 0xFF, (hi >> 8) & 0xFF))
-    return bytes((opcode, operator))
-
-
-def racp_response(buf):
-    # RACP indication -> (_RACP_NUM_RSP, number_of_records, 0) or (_RACP_RSP, request_opcode,
-    # response_code). ValueError for anything else.
-    n = len(buf)
-    if n == 4 and buf[0] == _RACP_NUM_RSP and buf[1] == _OPR_NULL:
-        return _RACP_NUM_RSP, buf[2] | (buf[3] << 8), 0
-    if n == 4 and buf[0] == _RACP_RSP and buf[1] == _OPR_NULL:
-        return _RACP_RSP, buf[2], buf[3]
-    raise ValueError("racp response")
 
 
 def socp_request(opcode, operand=b"", e2e=False):

@@ -8,16 +8,20 @@
 # 0x7FE..0x802 is treated as not-a-value whatever its exponent (conservative: no such raw is a
 # valid number either way).
 #
-# No floats on the pump: values come out as exact integers scaled by 10**digits (digits=1 gives
-# tenths), rounded half away from zero, None for a special value. Results are kept inside the
-# MicroPython small-int range (no heap allocation): magnitudes that would exceed it saturate at
-# +-SAT (999999999). to_float() is a host-side convenience only.
+# No floats on the pump: scaled(raw, n=1) gives the value as an exact integer scaled by 10**n
+# (n=1: tenths), rounded half away from zero, None for a special value. Results are kept inside
+# the MicroPython small-int range (no heap allocation): magnitudes that would exceed it saturate
+# at +-SAT (999999999). scaled lives in basalt.cgm.rx (the pump's receive path, which does not
+# load this module) and is re-exported here; the encoders and to_float() are for the host, the
+# simulated sensor and the CGM emulator.
 try:
     from micropython import const
 except ImportError:  # CPython: const() is a no-op, and every _NAME constant is also readable as NAME
     from ..lib.cpython import const, exports
 
     __getattr__ = exports(globals())
+
+from .rx import scaled  # noqa: F401 - the decoder is the pump's: rx.scaled(raw, n=1)
 
 _NAN = const(0x07FF)
 _NRES = const(0x0800)
@@ -27,37 +31,11 @@ _RSVD = const(0x0801)
 _MANT_MAX = const(2045)
 _SAT = const(999999999)
 
-_P10 = (1, 10, 100, 1000, 10000, 100000, 1000000, 10000000, 100000000, 1000000000)
-
 
 def special(raw):
     # the special code (_NAN/_NRES/_PINF/_NINF/_RSVD) if raw is not a number, else 0
     m = raw & 0x0FFF
     return m if 0x07FE <= m <= 0x0802 else 0
-
-
-def scaled(raw, digits=1):
-    # value * 10**digits as an int (rounded half away from zero), None if not a number
-    m = raw & 0x0FFF
-    if 0x07FE <= m <= 0x0802:
-        return None
-    if m >= 0x0800:
-        m -= 0x1000
-    e = ((raw >> 12) & 15) + digits
-    if raw & 0x8000:
-        e -= 16
-    if m == 0:
-        return 0
-    a = m if m > 0 else -m
-    if e >= 0:
-        if e > 9 or a > _SAT // _P10[e]:
-            return _SAT if m > 0 else -_SAT
-        return m * _P10[e]
-    d = _P10[-e] if e >= -9 else 0
-    if not d:
-        return 0
-    q = (2 * a + d) // (2 * d)
-    return q if m > 0 else -q
 
 
 def encode(mantissa, exponent=0):

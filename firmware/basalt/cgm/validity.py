@@ -1,6 +1,7 @@
-# Is a parsed CGM reading fit to act on? A stateful Validator classifies each cgms.Reading as
-# accepted (reason 0) or rejected with one reason code, and counts every outcome per reason in a
-# fixed array. Rules and their order are in docs/cgms.md ("Reading validity").
+# Is a parsed CGM reading fit to act on? The rules live in basalt.cgm.rx (check(), on a
+# caller-owned state array: what the pump runs). Validator wraps them for the host tools, the
+# simulator and tests: one state array, readings given as cgms.Reading objects. Rules and their
+# order are in docs/cgms.md ("Reading validity").
 #
 # Times: the pump's own clock in whole seconds (any monotonic epoch, e.g. uptime). The session
 # mapping (set_session) says which pump time corresponds to CGM time offset 0; a reading's time
@@ -13,6 +14,8 @@ except ImportError:  # CPython: const() is a no-op, and every _NAME constant is 
     from ..lib.cpython import const, exports
 
     __getattr__ = exports(globals())
+
+from . import rx
 
 _R_OK = const(0)
 _R_MALFORMED = const(1)  # record framing error (Size / flags)
@@ -40,30 +43,43 @@ _E_CRC = const(3)  # = cgms.E_CRC
 _A_SESSION_STOPPED = const(1 << 0)
 _A_MALFUNCTION = const(1 << 3)
 _A_CAL_REQUIRED = const(1 << 11)
-_RING = const(8)  # accepted time offsets remembered for the duplicate check
+
+# rx state slots (docs/cgms.md)
+_NONE = const(-0x40000000)
+_SESSION = const(13)
+_LAST = const(14)
+_LO = const(16)
+_HI = const(17)
+_MAX_AGE = const(18)
+_MAX_AHEAD = const(19)
+_BLOCK = const(20)
+_COUNTS = const(29)
 
 
 class Validator:
     def __init__(self, lo=400, hi=4000, max_age_s=720, max_ahead_s=300, block=_BLOCK_DEFAULT):
         # lo/hi: accepted glucose range in tenths of mg/dL, inclusive (default 40..400 mg/dL)
-        self.lo = lo
-        self.hi = hi
-        self.max_age_s = max_age_s
-        self.max_ahead_s = max_ahead_s
-        self.block = block
-        self.counts = array("I", [0] * _N_REASONS)
-        self._ring = array("i", [-1] * _RING)
-        self.set_session(None)
+        self.state = s = rx.state()
+        s[_LO] = lo
+        s[_HI] = hi
+        s[_MAX_AGE] = max_age_s
+        s[_MAX_AHEAD] = max_ahead_s
+        s[_BLOCK] = block
+        self.counts = memoryview(s)[_COUNTS:_COUNTS + _N_REASONS]  # counts[reason], a view
+
+    @property
+    def session(self):
+        v = self.state[_SESSION]
+        return None if v == _NONE else v
+
+    @property
+    def last(self):
+        return self.state[_LAST]  # last accepted time offset, -1 none
 
     def set_session(self, start_s):
         # pump time (s) of CGM time offset 0, or None while unknown; forgets the offset history
         # (a new session restarts its offsets from 0)
-        self.session = start_s
-        self.last = -1  # last accepted time offset
-        self._ri = 0
-        r = self._ring
-        for i in range(_RING):
-            r[i] = -1
+        rx.reset(self.state, start_s)
 
     def reset_counts(self):
         c = self.counts
@@ -71,49 +87,9 @@ class Validator:
             c[i] = 0
 
     def classify(self, rec, now_s):
-        # reason code for rec at pump time now_s, without counting or remembering it
-        if rec.err != _E_OK:
-            return _R_CRC if rec.err == _E_CRC else _R_MALFORMED
-        g = rec.glucose
-        if g is None:
-            return _R_SPECIAL
-        if g <= 100 or g == 380:
-            return _R_ERROR_CODE
-        if g < self.lo or g > self.hi:
-            return _R_RANGE
-        st = rec.status
-        if st:
-            if st & _A_SESSION_STOPPED:
-                return _R_SESSION_STOPPED
-            if st & _A_MALFUNCTION:
-                return _R_MALFUNCTION
-            if st & _A_CAL_REQUIRED:
-                return _R_CAL_REQUIRED
-            if st & self.block:
-                return _R_ANNUNC
-        if self.session is None:
-            return _R_NO_SESSION
-        to = rec.time_offset
-        age = now_s - (self.session + 60 * to)
-        if -age > self.max_ahead_s:
-            return _R_FUTURE
-        if age > self.max_age_s:
-            return _R_STALE
-        r = self._ring
-        for i in range(_RING):
-            if r[i] == to:
-                return _R_DUPLICATE
-        if to < self.last:
-            return _R_NOT_MONOTONIC
-        return _R_OK
+        # reason code for rec at pump time now_s, without counting or remembering it (on a copy)
+        return rx.check(array("i", self.state), rec.err, rec.glucose, rec.time_offset, rec.status, now_s)
 
     def check(self, rec, now_s):
         # classify, count, and remember rec's time offset if accepted; returns the reason code
-        why = self.classify(rec, now_s)
-        self.counts[why] += 1
-        if why == _R_OK:
-            to = rec.time_offset
-            self.last = to
-            self._ring[self._ri] = to
-            self._ri = (self._ri + 1) % _RING
-        return why
+        return rx.check(self.state, rec.err, rec.glucose, rec.time_offset, rec.status, now_s)
