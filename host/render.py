@@ -27,13 +27,14 @@ RECORD_NAMES = {
     1: "profile_select", 2: "profile_set", 3: "temp_start", 4: "temp_end", 5: "bolus_request",
     6: "bolus_done", 7: "bolus_cancel", 8: "limit_refused", 9: "prime", 10: "rewind", 11: "suspend",
     12: "resume", 13: "alarm", 14: "reservoir", 15: "time_set", 16: "limit_hold", 17: "alarm_clear",
-    18: "backoff", 19: "boot", 20: "repair", 21: "bolus_interrupted",
+    18: "backoff", 19: "boot", 20: "repair", 21: "bolus_interrupted", 22: "cgm", 23: "cgm_rejected",
 }
 RECORD_CODE = {name: code for code, name in RECORD_NAMES.items()}
 SUSPEND_REASONS = ("boot", "user", "reservoir_empty", "fault", "reservoir")
 ALARM_NAMES = ("", "reservoir_empty", "fault", "limit_hold", "settings_lost", "occlusion", "reservoir_low",
                "battery_low", "battery_depleted", "motor_fault", "reservoir_removed", "auto_off",
-               "unexpected_restart", "bolus_interrupted")
+               "unexpected_restart", "bolus_interrupted", "cgm_signal_loss", "cgm_session_ended", "cgm_sensor_error",
+               "glucose_low", "glucose_high")
 RESET_CAUSES = ("", "power", "watchdog", "soft")  # boot record a
 REPAIRS = ("", "torn last record dropped", "corrupt record skipped", "torn journal snapshot dropped",
            "corrupt journal snapshot skipped")  # repair record b

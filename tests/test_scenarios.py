@@ -42,7 +42,7 @@ def no_pump(monkeypatch):
 def test_shipped_scenarios_exist():
     names = {p.name for p in SHIPPED}
     assert {"default.yaml", "basal_day.yaml", "bolus_cancel.yaml", "limits.yaml", "therapy_3day.yaml",
-            "reservoir_change.yaml"} <= names
+            "reservoir_change.yaml", "cgm.yaml"} <= names
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
@@ -78,6 +78,9 @@ def test_default_day_totals(tmp_path):
     kinds = {c["check"] for s in scn["steps"] for c in s["checks"]}
     assert {"plant_delivered", "pump_matches_plant", "bolus_speed", "event", "expect_refused", "unchanged",
             "temp_basal", "extended", "history", "reply", "profile", "prime", "clock"} <= kinds
+    # No CGM in `make sim` yet: with the radio the day's therapy commands outgrow the 64 KB heap
+    # (docs/memory.md, "The CGM client"); scenarios/cgm.yaml runs the CGM on its own.
+    assert "cgm" not in scn or scn["cgm"] is None
 
 
 def test_basal_day_is_exactly_24_units(tmp_path):

@@ -25,6 +25,36 @@ def build(hal, board):
     # Settings, the history's integrity, the therapy state and its alarms, the unexpected-restart
     # alarm (reset cause from the HAL): docs/persistence.md.
     overlay.call("recover", "boot", pump, hal, overlay.call("settings", "load", pump))
+    bt = hal.radio()  # the CGM's radio (after the recovery overlay: boot's peak), docs/cgm_client.md
+    if bt is not None:  # (the core never imports bluetooth itself)
+        pump.cgm = _cgm_link(bt)
+        overlay.call("settings", "cgm", pump)  # its pairing and alerts (and the codec is dropped)
     server.event("boot", {"version": VERSION, "board": board.NAME, "reset": hal.reset_cause()})
     hal.wdt_start(board.WDT_MS)
     return pump, server
+
+
+def _cgm_link(bt):
+    """The CGM client's resident part (core/cgm.py), its buffers allocated once, here."""
+    from array import array
+
+    from .cgm.rx import state
+    from .core.cgm import DATA, INTS, SLOTS, UUIDS, CgmLink
+
+    ble = bt.BLE()
+    ble.active(True)
+    c = CgmLink()
+    c.ble = ble
+    c.uuids = tuple(bt.UUID(u) for u in UUIDS)
+    c.q = array("h", bytes(2 * INTS * SLOTS))
+    c.data = bytearray(DATA * SLOTS)
+    c.pair = bytearray(7)  # pair[0] = 1 and the paired sensor's 6-byte address; 0: none
+    c.v = v = array("i", bytes(4 * 26))
+    v[4] = -1  # last: no record yet
+    v[7] = 1200  # loss_s: the signal-loss alert after 20 min
+    v[8] = 70  # low: the low-glucose alert at 70 mg/dL, on by default
+    c.g = array("H", bytes(2 * 24))
+    c.gt = array("i", bytes(4 * 24))
+    c.vs = state()  # the validator's state
+    ble.irq(c.irq)
+    return c

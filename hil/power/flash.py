@@ -26,7 +26,7 @@ def _firmware_history() -> dict:
 
 
 H = _firmware_history()
-H.update(BOOT=RECORD_CODE["boot"], REPAIR=RECORD_CODE["repair"], BOLUS_INTERRUPTED=RECORD_CODE["bolus_interrupted"])
+H.update({name.upper(): code for name, code in RECORD_CODE.items()})  # record types (tests/test_record_types.py)
 REC, PER, SEGS = H["LOGS"]["h"]
 SREC, SPER, SSEGS, SFMT = H["LOGS"]["s"]
 CKPT = H["CKPT"]

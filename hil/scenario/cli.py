@@ -93,11 +93,36 @@ def _print_scenario(res: dict, out: Console) -> None:
         bits.append(f"plant {plant['delivered_U']:.3f} U in {plant['steps']} steps")
     if bits:
         out.print("  [dim]" + escape("; ".join(bits)) + "[/]")
+    if res.get("cgm"):
+        out.print("  [dim]" + escape(cgm_summary(res["cgm"])) + "[/]")
     c = res["counts"]
     skip = f", {c[SKIP]} skipped" if c[SKIP] else ""
     verdict = "[green]PASSED[/]" if res["result"] == PASS else "[bold red]FAILED[/]"
     out.print(f"  {verdict}  {c[PASS]} passed, {c[FAIL]} failed{skip}; {res['virtual_time']} virtual "
               f"in {res['wall_s']:.1f} s wall\n")
+
+
+def cgm_summary(c: dict) -> str:
+    """One line on the CGM: readings, the last glucose and trend, rejections, link losses."""
+    if c.get("error"):
+        return f"cgm: the pump refused `cgm`: {c['error']}"
+    g = c.get("glucose_mgdl")
+    trend = c.get("trend")
+    last = "no glucose yet" if g is None else f"last {g} mg/dL" + (
+        f" ({trend / 10:+.1f} mg/dL/min, {c['age_s']} s old)" if trend is not None else f" ({c['age_s']} s old)")
+    rej = c.get("rejected") or {}
+    radio = c.get("radio") or {}
+    parts = [f"cgm {c.get('paired') or c.get('sensor') or 'unpaired'} link {c.get('link')}",
+             f"{c.get('readings')} readings accepted, {c.get('logged')} logged ({c.get('backfilled')} backfilled)",
+             last,
+             "rejected " + (", ".join(f"{k} {n}" for k, n in rej.items()) if rej else "none"),
+             f"link lost {radio.get('link_losses', c.get('link_downs'))}x (pump saw {c.get('link_downs')} down), "
+             f"reconnected {c.get('reconnects')}x"]
+    if c.get("alarms"):
+        parts.append("alarms " + ", ".join(f"{k}" + (f" x{n}" if n > 1 else "") for k, n in c["alarms"].items()))
+    if radio.get("errors"):
+        parts.append(f"radio errors: {len(radio['errors'])}")
+    return "; ".join(parts)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,18 +148,18 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INVALID
 
     if args.port:
-        def make_target():
+        def make_target(scn):
             return BoardTarget(args.port)
     else:
-        def make_target():
-            return SimTarget(micropython=args.micropython, heap=args.heap)
+        def make_target(scn):  # a CGM scenario: the pump gets a radio and a simulated sensor
+            return SimTarget(micropython=args.micropython, heap=args.heap, cgm=scn.cgm)
 
     wall0 = time.monotonic()
     for scn in scenarios:
         where = "wall-clock on " + args.port if args.port else "simulated"
         out.print(f"[bold]▶ {escape(scn.name)}[/]  [dim]{escape(scn.path)} · {len(scn.steps)} steps · "
                   f"{fmt_time(scn.end_ms)} {where}[/]")
-        res = run_scenario(scn, make_target)
+        res = run_scenario(scn, lambda scn=scn: make_target(scn))
         report["scenarios"].append(res)
         _print_scenario(res, out)
     wall = time.monotonic() - wall0

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from host.render import ALARM_NAMES
 from host.units import LIMITS, UnitError, parse_hhmm, parse_segments, to_mu
 
 MAX_HOURS = 999  # a scenario longer than ~41 days is a typo
@@ -47,18 +48,42 @@ STATUS_FIELDS = {
 STATUS_OBJECTS = ("temp_basal", "extended", "normal_bolus")
 PLANT_CHECKS = ("plant_delivered", "bolus_speed", "pump_matches_plant")
 OTHER_CHECKS = ("clock", "event", "no_event", "limits", "basal_schedule", "profiles", "history", "no_history", "reply",
-                "calc")
+                "calc", "cgm")
 CHECK_KEYS = tuple(STATUS_FIELDS) + STATUS_OBJECTS + PLANT_CHECKS + OTHER_CHECKS
 PLANT_KINDS = ("therapy", "service", "all")
 
 ACTION_KEYS = ("bolus", "cancel_bolus", "suspend", "resume", "basal", "limits", "temp_basal", "cancel_temp",
                "profile", "select_profile", "time", "calc_set", "calc", "rewind", "insert", "prime", "fill",
-               "inject")
+               "inject", "cgm_pair", "cgm_set")
 STEP_KEYS = ("at", "note", "expect_refused", "expect") + ACTION_KEYS
-TOP_KEYS = ("name", "description", "pump", "steps")
+TOP_KEYS = ("name", "description", "pump", "cgm", "steps")
 PUMP_KEYS = ("reservoir", "prime", "cannula", "basal", "profiles", "active_profile", "limits", "time", "state")
 COMPARE_KEYS = ("equals", "approx", "tol", "min", "max")
 DEFAULT_CLOCK = "2026-01-01T00:00"  # the pump's local time at scenario 00:00 unless pump.time says otherwise
+
+# ---- CGM (docs/scenarios.md "CGM"; the pump's client: firmware/basalt/cmd/cgm.py) -------------
+CGM_KEYS = ("sensor", "glucose", "noise", "seed", "pair", "low", "high", "loss_min")
+DEFAULT_SENSOR = "C0:98:E5:49:00:01"
+DEFAULT_GLUCOSE = 120  # mg/dL, steady, when the cgm block gives none
+SECOND_SENSOR_GLUCOSE = 300  # mg/dL from `cgm_second_sensor` unless given: a value the pump must never show
+# The pump's reasons for rejecting a reading (basalt/cgm/rx.py R_*, docs/cgms.md), by code;
+# 0 is an accepted reading (counts[0]).
+CGM_REASONS = ("ok", "malformed", "crc", "special", "error_code", "range", "session_stopped", "malfunction",
+               "calibration", "annunciation", "no_session", "future", "stale", "duplicate", "not_monotonic")
+CGM_LINK_STATES = ("idle", "scanning", "connecting", "discovering", "up")  # cmd/cgm.py STATES
+# `cgm_status:` -> the sensor's annunciation bit (hil/ble/sensor.py A_*)
+CGM_STATUS_BITS = {"session_stopped": 1 << 0, "malfunction": 1 << 3, "calibration": 1 << 11}
+CGM_INJECT = ("cgm_link_loss", "cgm_drop", "cgm_corrupt", "cgm_duplicate", "cgm_glucose", "cgm_status",
+              "cgm_session_stop", "cgm_second_sensor")
+# `expect: cgm:` fields -> (the `cgm` reply's key, unit); readings / rejected / alarm are special
+TRENDU = "x0.1 mg/dL/min"  # the pump's trend: tenths of mg/dL per minute
+CGM_FIELDS = {"paired": ("paired", "text"), "link": ("link", "text"), "glucose": ("glucose_mgdl", "mg/dL"),
+              "age_s": ("age_s", "s"), "trend": ("trend", TRENDU), "low": ("low_mgdl", "mg/dL"),
+              "high": ("high_mgdl", "mg/dL"), "loss_min": ("loss_min", "min"), "events_lost": ("events_lost", "count")}
+CGM_ALIASES = {"glucose_mgdl": "glucose", "low_mgdl": "low", "high_mgdl": "high"}  # the reply's own names work too
+CGM_CHECKS = tuple(CGM_FIELDS) + ("readings", "rejected", "alarm", "no_alarm")
+CGM_ALARMS = tuple(a for a in ALARM_NAMES if a)
+WHOLE_UNITS = ("mg/dL", "s", "min", TRENDU)  # shown without decimals
 
 # History record types (firmware/basalt/core/history.py) and their fields a, b: (name, kind)
 # where kind is "U" (steps, compared in units), "int", or a tuple of words indexed by the value.
@@ -76,10 +101,12 @@ HISTORY_TYPES = {
     "rewind": (10, ("retracted", "U"), None),
     "suspend": (11, ("reason", ("boot", "user", "reservoir_empty", "fault", "reservoir")), None),
     "resume": (12, None, None),
-    "alarm": (13, ("alarm", ("", "reservoir_empty", "fault", "limit_hold", "settings_lost")), None),
+    "alarm": (13, ("alarm", ALARM_NAMES), None),
     "reservoir": (14, ("fill", "U"), None),
     "time_set": (15, ("local", "clock"), ("previous", "clock")),
     "limit_hold": (16, ("withheld", "U"), None),
+    "cgm": (22, ("glucose", "int"), ("offset", "int")),  # a = mg/dL, b = the sensor's time offset (min)
+    "cgm_rejected": (23, ("reason", CGM_REASONS), ("offset", "int")),  # a = reason code, b = time offset
 }
 
 
@@ -128,7 +155,7 @@ _Loader.add_implicit_resolver(_INT, re.compile(r"^[-+]?(?:0|[1-9][0-9]*)$"), lis
 
 def _lines(node: yaml.Node, path: str) -> dict:
     """Line numbers for the top level and each step, and a check for duplicate keys anywhere."""
-    info: dict[str, Any] = {"top": {}, "steps": [], "step_fields": []}
+    info: dict[str, Any] = {"top": {}, "steps": [], "step_fields": [], "sub": {}}
 
     def walk(n: yaml.Node) -> None:
         if isinstance(n, yaml.MappingNode):
@@ -150,6 +177,9 @@ def _lines(node: yaml.Node, path: str) -> dict:
         for k, v in node.value:
             if isinstance(k, yaml.ScalarNode):
                 info["top"][k.value] = k.start_mark.line + 1
+                if isinstance(v, yaml.MappingNode):  # pump:, cgm: - the line of each of their keys
+                    info["sub"][k.value] = {fk.value: fk.start_mark.line + 1 for fk, _ in v.value
+                                            if isinstance(fk, yaml.ScalarNode)}
             if getattr(k, "value", None) == "steps" and isinstance(v, yaml.SequenceNode):
                 for item in v.value:
                     info["steps"].append(item.start_mark.line + 1)
@@ -302,7 +332,8 @@ class Compare:
         if self.kind == "eq":
             return show_value(self.value, self.unit)
         if self.kind == "approx":
-            return f"{show_value(self.value, self.unit)} ± {fmt_dec(self.tol)}{u}"
+            tol = f"{self.tol:f}" if self.unit in WHOLE_UNITS else fmt_dec(self.tol)
+            return f"{show_value(self.value, self.unit)} ± {tol}{u}"
         if self.lo is not None and self.hi is not None:
             return f"{show_value(self.lo, self.unit)} .. {show_value(self.hi, self.unit)}"
         if self.lo is not None:
@@ -318,6 +349,8 @@ def show_value(v: Any, unit: str) -> str:
     if isinstance(v, Decimal):
         if unit == "count":
             return str(v)
+        if unit in WHOLE_UNITS:
+            return f"{v:f} {unit}"
         return f"{fmt_dec(v)} {unit}".rstrip()
     if v is None:
         return "none"
@@ -432,6 +465,7 @@ class Scenario:
     description: str
     setup: Setup
     steps: list[Step]
+    cgm: CgmSetup | None = None  # a simulated CGM sensor beside the pump (the `cgm:` block)
 
     @property
     def end_ms(self) -> int:
@@ -448,6 +482,8 @@ def load(path: str | Path) -> Scenario:
 
 
 def parse(text: str, path: str = "<scenario>") -> Scenario:
+    """A scenario from its text; `path` names it in errors, and a CGM trace (`glucose: x.csv`)
+    is found relative to its folder."""
     loader = _Loader(text)
     try:
         node = loader.get_single_node()
@@ -480,11 +516,22 @@ def _build(doc: Any, path: str, info: dict) -> Scenario:
     desc = doc.get("description", "")
     if not isinstance(desc, str):
         raise ScenarioError(path, "'description' must be text", line=top.get("description"))
+    sub = info["sub"]
+
+    def sub_line(block: str, fld: str | None) -> int | None:
+        head = fld.split(".")[0].split("[")[0] if fld else None
+        return sub.get(block, {}).get(head) or top.get(block)
+
     try:
         setup = _setup(doc.get("pump"))
     except _Bad as e:
-        raise ScenarioError(path, str(e), line=top.get("pump"),
+        raise ScenarioError(path, str(e), line=sub_line("pump", e.field),
                             fld="pump" + (f".{e.field}" if e.field else "")) from None
+    try:
+        cgm = _cgm_setup(doc["cgm"], Path(path).parent) if "cgm" in doc else None
+    except _Bad as e:
+        raise ScenarioError(path, str(e), line=sub_line("cgm", e.field),
+                            fld="cgm" + (f".{e.field}" if e.field else "")) from None
     steps_raw = doc.get("steps")
     if not isinstance(steps_raw, list) or not steps_raw:
         raise ScenarioError(path, "'steps' is required: a non-empty list of steps", line=top.get("steps"))
@@ -503,11 +550,17 @@ def _build(doc: Any, path: str, info: dict) -> Scenario:
             fline = flines.get(fld.split(".")[0]) if fld else None
             raise ScenarioError(path, str(e), line=fline or line, step=i,
                                 at=at if isinstance(at, str) else None, fld=fld) from None
+        if step.action and step.action.key == "inject" and step.action.args["what"].startswith("cgm_") \
+                and cgm is None:
+            raise ScenarioError(path, "a CGM fault needs a simulated sensor: add a top-level 'cgm:' block "
+                                "(e.g. cgm: {sensor: \"C0:98:E5:49:00:01\", glucose: 120})",
+                                line=flines.get("inject") or line, step=i, at=at if isinstance(at, str) else None,
+                                fld="inject")
         steps.append(step)
         prev_ms = step.t_ms
         if step.action and step.action.key == "bolus" and not step.expect_refused:
             last_bolus_ms = step.t_ms
-    return Scenario(path, name.strip(), desc.strip(), setup, steps)
+    return Scenario(path, name.strip(), desc.strip(), setup, steps, cgm)
 
 
 def _setup(raw: Any) -> Setup:
@@ -552,6 +605,153 @@ def _setup(raw: Any) -> Setup:
     if s.state == "running" and not s.reservoir_mu:
         raise _Bad("a pump set up running needs a reservoir (or set state: suspended)", "state")
     return s
+
+
+# ---- the CGM sensor (`cgm:`) ---------------------------------------------------------------------
+_ADDRESS = re.compile(r"^[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){5}$")
+GLUCOSE_RANGE = (10, 600)  # mg/dL a glucose source may give (the sensor sends 40..400, annunciates beyond)
+
+
+@dataclass
+class Glucose:
+    """The blood glucose a simulated sensor measures, against scenario time: a constant, points
+    ("HH:MM=mg/dL", linear in between, held beyond the ends) or a CSV trace (minutes, mg/dL)."""
+
+    kind: str  # "constant" | "points" | "trace"
+    minutes: list[float]  # scenario minutes (one entry for a constant)
+    mgdl: list[float]
+    text: str  # as written, for the report
+
+    def at(self, t_min: float) -> float:
+        """Blood glucose at scenario minute t_min."""
+        ts, gs = self.minutes, self.mgdl
+        if t_min <= ts[0]:
+            return gs[0]
+        if t_min >= ts[-1]:
+            return gs[-1]
+        hi = next(i for i, t in enumerate(ts) if t > t_min)
+        t0, t1, g0, g1 = ts[hi - 1], ts[hi], gs[hi - 1], gs[hi]
+        return g0 + (g1 - g0) * (t_min - t0) / (t1 - t0)
+
+
+@dataclass
+class CgmSetup:
+    address: str = DEFAULT_SENSOR  # upper case
+    glucose: Glucose = field(default_factory=lambda: Glucose("constant", [0.0], [float(DEFAULT_GLUCOSE)],
+                                                             str(DEFAULT_GLUCOSE)))
+    noise: bool = True
+    seed: int = 0
+    pair: bool = True
+    settings: dict[str, int] = field(default_factory=dict)  # cgm_set arguments: low_mgdl, high_mgdl, loss_min
+
+
+def _address(v: Any, what: str) -> str:
+    if not isinstance(v, str) or not _ADDRESS.match(v):
+        raise _Bad(f"{what} is a Bluetooth address like \"C0:98:E5:49:00:01\" (quote it), got {_show(v)}")
+    return v.upper()
+
+
+def _mgdl(v: Any, what: str) -> float:
+    d = dec(v, what)
+    lo, hi = GLUCOSE_RANGE
+    if not lo <= d <= hi:
+        raise _Bad(f"{what} {_show(v)} is outside {lo}..{hi} mg/dL")
+    return float(d)
+
+
+def _glucose(v: Any, base: Path) -> Glucose:
+    """120 | ["00:00=120", "06:00=90"] | "trace.csv" (relative to the scenario's folder)."""
+    example = '120, ["00:00=120", "06:00=90", "07:30=180"] or "day.csv"'
+    if isinstance(v, int) and not isinstance(v, bool) or isinstance(v, str) and not v.lower().endswith(".csv"):
+        try:
+            return Glucose("constant", [0.0], [_mgdl(v, "glucose")], str(v))
+        except _Bad as e:
+            raise _Bad(f"{e} (glucose is mg/dL, e.g. {example})") from None
+    if isinstance(v, str):
+        p = Path(v) if Path(v).is_absolute() else base / v
+        from hil.ble.sensor import trace_profile  # the sensor's own CSV reader: what loads here runs there
+
+        try:
+            trace_profile(p)
+            ts, gs = _csv(p)
+        except (OSError, ValueError) as e:
+            raise _Bad(f"glucose trace {v!r}: {getattr(e, 'strerror', None) or e}") from None
+        for g in gs:
+            _mgdl(str(g), f"glucose trace {v!r}: a value")
+        return Glucose("trace", ts, gs, v)
+    if not isinstance(v, list) or not v or not all(isinstance(x, str) for x in v):
+        raise _Bad(f"glucose is mg/dL, a list of \"HH:MM=mg/dL\" points or a CSV trace, e.g. {example}")
+    ts, gs = [], []
+    for item in v:
+        t, sep, g = item.partition("=")
+        if not sep:
+            raise _Bad(f"point {item!r} is not \"HH:MM=mg/dL\" (scenario time), e.g. {example}")
+        ms = parse_abs(t.strip(), "point time")
+        if ts and ms / 60000 <= ts[-1]:
+            raise _Bad(f"point {item!r}: times must ascend")
+        ts.append(ms / 60000)
+        gs.append(_mgdl(g.strip(), f"point {item!r}: glucose"))
+    return Glucose("points", ts, gs, ", ".join(v))
+
+
+def _csv(p: Path) -> tuple[list[float], list[float]]:
+    import csv
+
+    ts, gs = [], []
+    with open(p, newline="", encoding="utf-8") as f:
+        for row in csv.reader(f):
+            try:
+                t, g = float(row[0]), float(row[1])
+            except (ValueError, IndexError):
+                continue  # header, comments, blank lines (trace_profile has vetted the rest)
+            ts.append(t)
+            gs.append(g)
+    return ts, gs
+
+
+def _cgm_setup(raw: Any, base: Path) -> CgmSetup:
+    if not isinstance(raw, dict) or not raw:
+        raise _Bad("'cgm' is a mapping of " + ", ".join(CGM_KEYS) + ', e.g. {sensor: "C0:98:E5:49:00:01", '
+                   "glucose: 120}")
+    for k in raw:
+        if k not in CGM_KEYS:
+            raise _Bad(f"unknown key (allowed: {', '.join(CGM_KEYS)})", str(k))
+    c = CgmSetup()
+    if "sensor" in raw:
+        c.address = _with_field("sensor", _address, raw["sensor"], "sensor")
+    if "glucose" in raw:
+        c.glucose = _with_field("glucose", _glucose, raw["glucose"], base)
+    for k in ("noise", "pair"):
+        if k in raw:
+            if not isinstance(raw[k], bool):
+                raise _Bad(f"{k} is true or false, got {_show(raw[k])}", k)
+            setattr(c, k, raw[k])
+    if "seed" in raw:
+        c.seed = _int(raw["seed"], "seed", 0, 2**31)
+    c.settings = _cgm_settings(raw, False)
+    return c
+
+
+def _cgm_settings(v: dict, as_written: bool) -> dict[str, int]:
+    """{low, high, loss_min} -> cgm_set's arguments. The setup checks the pump's rules (low 0 or
+    55..150, high 0 or 120..400 and above low, loss_min 10..120); an action passes them on as
+    written, so a scenario can check that the pump refuses them."""
+    out = {}
+    for k, key in (("low", "low_mgdl"), ("high", "high_mgdl"), ("loss_min", "loss_min")):
+        if k in v:
+            out[key] = _int(v[k], k, 0, 100_000)
+    if as_written:
+        return out
+    low, high = out.get("low_mgdl"), out.get("high_mgdl")
+    if low is not None and not (low == 0 or 55 <= low <= 150):
+        raise _Bad(f"low is 0 (off) or 55..150 mg/dL, got {low}", "low")
+    if high is not None and not (high == 0 or 120 <= high <= 400):
+        raise _Bad(f"high is 0 (off) or 120..400 mg/dL, got {high}", "high")
+    if low and high and high <= low:
+        raise _Bad(f"high ({high}) must be above low ({low})", "high")
+    if "loss_min" in out and not 10 <= out["loss_min"] <= 120:
+        raise _Bad(f"loss_min is 10..120 minutes, got {out['loss_min']}", "loss_min")
+    return out
 
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,16}$")
@@ -831,12 +1031,22 @@ def _action(key: str, v: Any) -> Action:
         return Action(key, "cannula_fill", {"mU": mu}, f"fill the cannula with {_u3(mu)} U")
     if key == "inject":
         return _inject(v)
+    if key == "cgm_pair":
+        if v is None or v is False:
+            return Action(key, "cgm_pair", {"address": None}, "unpair the CGM")
+        addr = _with_field(key, _address, v, "cgm_pair")
+        return Action(key, "cgm_pair", {"address": addr}, f"pair the CGM {addr}")
+    if key == "cgm_set":
+        _mapping(v, key, ("low", "high", "loss_min"), "{low: 80, high: 250, loss_min: 30}")
+        args = _with_field(key, _cgm_settings, v, True)
+        return Action(key, "cgm_set", args, "CGM alerts " + ", ".join(f"{k}={v[k]}" for k in v))
     raise AssertionError(key)
 
 
 # ---- hardware faults (the simulator's SimHardware; docs/scenarios.md "Injecting faults") -------
-INJECT_KEYS = ("occlusion", "reservoir", "battery", "motor", "encoder")
-INJECT_EXAMPLE = "{occlusion: full}, {reservoir: removed}, {battery: 0.1}, {motor: stall}, {encoder: {offset: 5}}"
+INJECT_KEYS = ("occlusion", "reservoir", "battery", "motor", "encoder") + CGM_INJECT
+INJECT_EXAMPLE = ("{occlusion: full}, {reservoir: removed}, {battery: 0.1}, {motor: stall}, {encoder: {offset: 5}}, "
+                  "{cgm_link_loss: 20m}")
 PARTIAL_OCCLUSION = 100  # resistance x this for `occlusion: partial`
 
 
@@ -858,6 +1068,8 @@ def _inject(v: Any) -> Action:
     if what not in INJECT_KEYS:
         raise _Bad(f"unknown fault {what!r} (one of {', '.join(INJECT_KEYS)})", f"inject.{what}")
     field_ = f"inject.{what}"
+    if what.startswith("cgm_"):
+        return _inject_cgm(what, val, field_)
     if what == "occlusion":
         if val == "clear":
             return Action("inject", "", {"what": "clear"}, "inject: occlusion cleared")
@@ -897,6 +1109,46 @@ def _inject(v: Any) -> Action:
         [f"counts {scale:g} per step"] if "scale" in val else [])
     return Action("inject", "", {"what": "encoder", "offset": off, "scale": scale},
                   "inject: encoder " + " and ".join(text))
+
+
+def _inject_cgm(what: str, val: Any, field_: str) -> Action:
+    """A fault of the simulated CGM sensor or its radio link (hil/ble): args {"what": ...} for the runner."""
+    if what == "cgm_link_loss":
+        ms = _with_field(field_, parse_duration, val, "cgm_link_loss")
+        if not 1000 <= ms <= 24 * 3600 * 1000:
+            raise _Bad(f"cgm_link_loss is 1s..24h, got {_show(val)}", field_)
+        return Action("inject", "", {"what": what, "ms": ms}, f"inject: CGM link lost for {val}")
+    if what in ("cgm_drop", "cgm_corrupt", "cgm_duplicate"):
+        n = _int(val, field_ + " (readings)", 1, 10_000)
+        verb = {"cgm_drop": "dropped on the air", "cgm_corrupt": "sent with a bad E2E-CRC",
+                "cgm_duplicate": "sent twice"}[what]
+        return Action("inject", "", {"what": what, "n": n}, f"inject: the next {n} CGM reading(s) {verb}")
+    if what == "cgm_glucose":
+        if val == "nan":
+            return Action("inject", "", {"what": what, "mgdl": None}, "inject: the next CGM reading is NaN")
+        g = _int(val, field_ + " (mg/dL)", 0, 2000)
+        return Action("inject", "", {"what": what, "mgdl": g}, f"inject: the next CGM reading is {g} mg/dL")
+    if what == "cgm_status":
+        if val not in CGM_STATUS_BITS:
+            raise _Bad(f"cgm_status is one of {', '.join(CGM_STATUS_BITS)}, got {_show(val)}", field_)
+        return Action("inject", "", {"what": what, "bits": CGM_STATUS_BITS[val], "status": val},
+                      f"inject: the next CGM reading annunciates {val}")
+    if what == "cgm_session_stop":
+        if val not in (None, True):
+            raise _Bad("cgm_session_stop takes no value (write 'cgm_session_stop: true')", field_)
+        return Action("inject", "", {"what": what}, "inject: the CGM session ends (one last reading says so)")
+    # cgm_second_sensor: an address, or {address, glucose}
+    if isinstance(val, dict):
+        _mapping(val, field_, ("address", "glucose"), '{address: "C0:98:E5:49:00:02", glucose: 300}')
+        if "address" not in val:
+            raise _Bad("needs address", field_)
+        addr = _with_field(field_ + ".address", _address, val["address"], "address")
+        g = _with_field(field_ + ".glucose", _mgdl, val.get("glucose", SECOND_SENSOR_GLUCOSE), "glucose")
+    else:
+        addr = _with_field(field_, _address, val, "cgm_second_sensor")
+        g = float(SECOND_SENSOR_GLUCOSE)
+    return Action("inject", "", {"what": what, "address": addr, "mgdl": g},
+                  f"inject: a second, unpaired CGM {addr} ({g:g} mg/dL) advertising nearby")
 
 
 def pairs(segs: list) -> list[list[int]]:
@@ -942,7 +1194,8 @@ def _fields(raw: dict, what: str, skip: tuple[str, ...]) -> dict[str, Compare]:
             continue
         if not isinstance(k, str):
             raise _Bad(f"field {k!r} must be a name", what)
-        fields[k] = parse_compare(v, "any" if not isinstance(v, dict) else "", f"{what}.{k}")
+        unit = "mg/dL" if k in ("glucose", "glucose_mgdl") else ""  # CGM readings: whole mg/dL
+        fields[k] = parse_compare(v, "any" if not isinstance(v, dict) else unit, f"{what}.{k}")
     return fields
 
 
@@ -1061,6 +1314,55 @@ def _checks(raw: Any, step: Step, last_bolus_ms: int | None) -> list[Check]:
             fields = _fields(v, what, ())
             for fk, fc in fields.items():
                 out.append(Check(k, f"{k} {fk}", fc, {"field": fk}))
+        elif k == "cgm":
+            out += _cgm_checks(v, what)
         else:
             raise _Bad(f"unknown expectation (known: {', '.join(CHECK_KEYS)})", what)
+    return out
+
+
+def _cgm_checks(raw: Any, what: str) -> list[Check]:
+    """expect: cgm: {link: up, glucose: {approx: 110, tol: 15}, readings: {min: 10}, rejected: {crc: 1},
+    alarm: glucose_low, ...} -> one check per field, read from the pump's `cgm` reply (alarms: status)."""
+    if not isinstance(raw, dict) or not raw:
+        raise _Bad(f"cgm is a mapping of {', '.join(CGM_CHECKS)}, e.g. {{link: up, readings: {{min: 10}}}}", what)
+    out: list[Check] = []
+    for k, v in raw.items():
+        f = CGM_ALIASES.get(k, k)
+        w = f"{what}.{k}"
+        if f in ("paired", "glucose") and (v is None or v is False):
+            out.append(Check("cgm", f"cgm {f}", Compare("eq", None, unit="text"), {"field": f}))
+        elif f == "paired":
+            out.append(Check("cgm", "cgm paired", Compare("eq", _with_field(w, _address, v, "paired"), unit="text"),
+                             {"field": f}))
+        elif f == "link":
+            if v not in CGM_LINK_STATES:
+                raise _Bad(f"link is one of {', '.join(CGM_LINK_STATES)}, got {_show(v)}", w)
+            out.append(Check("cgm", "cgm link", Compare("eq", v, unit="text"), {"field": f}))
+        elif f in CGM_FIELDS:
+            out.append(Check("cgm", f"cgm {f}", parse_compare(v, CGM_FIELDS[f][1], w), {"field": f}))
+        elif f == "readings":
+            out.append(Check("cgm", "cgm readings accepted", parse_compare(v, "count", w), {"field": f}))
+        elif f == "rejected":
+            if isinstance(v, dict) and v and not set(v) & set(COMPARE_KEYS):
+                for reason, cv in v.items():
+                    if reason not in CGM_REASONS[1:]:
+                        raise _Bad(f"unknown rejection reason {reason!r} (one of {', '.join(CGM_REASONS[1:])})",
+                                   f"{w}.{reason}")
+                    out.append(Check("cgm", f"cgm rejected {reason}", parse_compare(cv, "count", f"{w}.{reason}"),
+                                     {"field": f, "reason": CGM_REASONS.index(reason)}))
+            else:
+                out.append(Check("cgm", "cgm rejected (all reasons)", parse_compare(v, "count", w),
+                                 {"field": f, "reason": None}))
+        elif f in ("alarm", "no_alarm"):
+            names = v if isinstance(v, list) else [v]
+            if not names:
+                raise _Bad("an empty list expects nothing", w)
+            for n in names:
+                if n not in CGM_ALARMS:
+                    raise _Bad(f"unknown alarm {_show(n)} (one of {', '.join(CGM_ALARMS)})", w)
+                out.append(Check("cgm", f"alarm {n} {'not ' if f == 'no_alarm' else ''}active",
+                                 Compare("eq", f == "alarm", unit="bool"), {"field": "alarm", "alarm": n}))
+        else:
+            raise _Bad(f"unknown CGM expectation (known: {', '.join(CGM_CHECKS)})", w)
     return out

@@ -12,9 +12,12 @@ from decimal import Decimal
 from typing import Any
 
 from hil.scenario.model import (
+    CGM_FIELDS,
+    CGM_REASONS,
     HISTORY_TYPES,
     STATUS_FIELDS,
     STATUS_OBJECTS,
+    CgmSetup,
     Check,
     Compare,
     Scenario,
@@ -43,7 +46,7 @@ class SimTarget:
     is_sim = True
     name = "simulator"
 
-    def __init__(self, micropython: str | None = None, heap: str | None = None):
+    def __init__(self, micropython: str | None = None, heap: str | None = None, cgm: CgmSetup | None = None):
         from hil.sim.firmware import SimPump
 
         kw: dict[str, Any] = {"micropython": micropython}
@@ -52,19 +55,46 @@ class SimTarget:
         self.sim = SimPump(**kw)
         self.t0 = 0
         self.client: PumpClient | None = None
+        self.bridge = None  # hil.ble.bridge.BleBridge: the pump's radio, with the simulated sensors
+        self.sensor = None  # the scenario's CGM sensor (hil.ble.sensor.SimulatedCgmSensor)
+        self.cgm = cgm
+        self._glucose_t0_min: float | None = None  # scenario 00:00 in harness minutes, once setup is done
         try:
+            if cgm is not None:
+                self._cgm_start(cgm)
             self.sim.start()
             self.client = PumpClient(self.sim.console_url)
         except BaseException:
-            self.sim.close()
+            self.close()
             raise
 
     @property
     def plant(self):
         return self.sim.plant
 
+    def _cgm_start(self, cgm: CgmSetup) -> None:
+        """The pump's radio and the scenario's sensor, advertising before the firmware boots (it
+        sees a radio only if one is attached when it starts). The sensor's glucose source follows
+        scenario time: it holds its 00:00 value until setup ends (start_clock)."""
+        from hil.ble.bridge import BleBridge
+
+        self.bridge = BleBridge()
+        self.bridge.firmware_radio = True
+        self.bridge.attach(self.sim)
+        self.sensor = self.add_sensor(cgm.address, cgm.glucose.at, noise=cgm.noise, seed=cgm.seed)
+
+    def add_sensor(self, address: str, bg, name: str = "Basalt SimCGM", noise: bool = True, seed: int = 0):
+        """A simulated sensor powered up now; bg(scenario minute) -> blood glucose (mg/dL)."""
+        t0 = self.bridge.now_ms / 60000  # its session starts now: session minute 0
+
+        def profile(t_min: float) -> float:
+            return bg(0.0 if self._glucose_t0_min is None else t_min + t0 - self._glucose_t0_min)
+        kw: dict[str, Any] = {"noise": None, "seed": seed} if noise else {"noise": False}
+        return self.bridge.add_sensor(address, name=name, profile=profile, **kw)
+
     def start_clock(self) -> None:
         self.t0 = self.sim.now_ms  # scenario 00:00: the end of setup (the reservoir change takes time)
+        self._glucose_t0_min = self.t0 / 60000
 
     def now_ms(self) -> int:
         """Scenario time: virtual ms since the end of setup."""
@@ -88,7 +118,35 @@ class SimTarget:
     def close(self) -> None:
         if self.client:
             self.client.close()
-        self.sim.close()
+        try:
+            self.sim.close()
+        finally:
+            if self.bridge is not None:
+                self._quiet_radio()
+                self.bridge.close()
+
+    def _quiet_radio(self) -> None:
+        """Stop the sensors and end every task on the radio's loop (bumble restarts a sensor's
+        advertising in a task after each disconnection), so closing leaves nothing pending."""
+        import asyncio
+
+        br = self.bridge
+
+        async def quiet():
+            for s in br.sensors:
+                try:
+                    await s.stop()
+                except Exception:  # noqa: BLE001 - shutting down
+                    pass
+            for _ in range(3):
+                tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+                for t in tasks:
+                    t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+        try:
+            asyncio.run_coroutine_threadsafe(quiet(), br.loop).result(10)
+        except Exception:  # noqa: BLE001 - closing anyway
+            pass
 
 
 class BoardTarget:
@@ -96,6 +154,7 @@ class BoardTarget:
 
     is_sim = False
     plant = None
+    bridge = sensor = None  # a board's radio meets real sensors: nothing simulated to inject into
 
     def __init__(self, url: str):
         self.name = url
@@ -160,12 +219,18 @@ def _show_field(v: Any) -> str:
 def _event_text(ev: dict) -> str:
     d = ev["data"]
     keys = [k for k in ("kind", "phase", "state", "reason", "alarm", "percent", "rate_mUh", "minutes",
-                        "delivered_mU", "requested_mU") if k in d]
+                        "delivered_mU", "requested_mU", "link", "glucose_mgdl", "trend", "rejected", "offset_min")
+            if k in d]
     inner = " ".join(f"{k}={d[k]}" for k in keys)
     return f"{ev['name']}({inner}) at {ev['time']}" if inner else f"{ev['name']} at {ev['time']}"
 
 
 _MISSING = object()
+
+
+def _reason(code: Any) -> str:
+    """A CGM rejection reason code -> its name (docs/cgms.md)."""
+    return CGM_REASONS[code] if isinstance(code, int) and 0 <= code < len(CGM_REASONS) else f"code {code}"
 
 
 def _event_field(data: Any, key: str) -> Any:
@@ -183,6 +248,9 @@ def _event_field(data: Any, key: str) -> Any:
     for suffix in ("_mU", "_mUh"):
         if key + suffix in data and isinstance(data[key + suffix], int):
             return u(data[key + suffix])
+    if key + "_mgdl" in data:  # glucose: 120 matches glucose_mgdl: 120
+        v = data[key + "_mgdl"]
+        return Decimal(v) if isinstance(v, int) and not isinstance(v, bool) else v
     return _MISSING
 
 
@@ -226,6 +294,87 @@ class ScenarioRun:
         self._plant_cache: tuple | None = None
         self._uses_history = any(c.key in ("history", "no_history") for st in scenario.steps for c in st.checks)
         self._hist_seq = 0
+        self._cgm: dict | None = None  # the pump's `cgm` reply at this step
+        # The CGM as the events told it (every step's, setup's included) and what was injected
+        self.cgm_seen: dict[str, Any] = {"readings": 0, "link_up": 0, "link_down": 0, "rejected": {}, "alarms": {},
+                                         "last": None}
+        self.cgm_injected: dict[str, int] = {}
+
+    # ---- the CGM sensor and its link (hil/ble) -------------------------------------------------
+    def _inject_cgm(self, a) -> None:
+        """A fault of the simulated sensor or its link, now (the firmware is paused at this step)."""
+        from hil.ble import sensor as S
+
+        bridge, sensor, what = self.t.bridge, self.t.sensor, a.args["what"]
+        self.cgm_injected[what] = self.cgm_injected.get(what, 0) + 1
+        if what == "cgm_link_loss":
+            bridge.link_loss(a.args["ms"], sensor.address)
+        elif what in ("cgm_drop", "cgm_corrupt", "cgm_duplicate"):
+            attr = what[4:]
+            setattr(sensor, attr, getattr(sensor, attr) + a.args["n"])
+        elif what == "cgm_glucose":
+            if a.args["mgdl"] is None:
+                sensor.core.force(raw=0x07FF)  # SFLOAT NaN
+            else:
+                sensor.core.force(a.args["mgdl"])
+        elif what == "cgm_status":
+            sensor.core.force(status=a.args["bits"])
+        elif what == "cgm_session_stop":
+            core = sensor.core
+            core.force(status=S.A_SESSION_STOPPED)  # the last reading says so ...
+            if core.running:  # ... and then the sensor falls silent
+                last = round(core.session_t0_s * 1000) + core.next_offset * 60000
+                bridge.schedule(last + 1, core.stop_session)
+        elif what == "cgm_second_sensor":
+            g = a.args["mgdl"]
+            self.t.add_sensor(a.args["address"], lambda _t: g, name="Other CGM", seed=len(bridge.sensors))
+        else:
+            raise AssertionError(what)
+
+    def _note_cgm(self, events: list[dict]) -> None:
+        seen = self.cgm_seen
+        for e in events:
+            d = e["data"]
+            if e["name"] == "alarm" and d.get("state") == "active" and str(d.get("alarm")).startswith(("cgm_", "glucose_")):
+                seen["alarms"][d.get("alarm")] = seen["alarms"].get(d.get("alarm"), 0) + 1
+            if e["name"] != "cgm":
+                continue
+            if "glucose_mgdl" in d:
+                seen["readings"] += 1
+                seen["last"] = {"glucose_mgdl": d["glucose_mgdl"], "trend": d.get("trend"), "time": e["time"]}
+            elif d.get("link") in ("up", "down"):
+                seen["link_" + d["link"]] += 1
+            elif "rejected" in d:
+                r = _reason(d["rejected"])
+                seen["rejected"][r] = seen["rejected"].get(r, 0) + 1
+
+    def cgm_status(self) -> dict:
+        if self._cgm is None:
+            self._cgm = self._request("cgm")
+        return self._cgm
+
+    def _check_cgm(self, chk: Check) -> dict:
+        p = chk.params
+        f = p["field"]
+        if f == "alarm":
+            active = p["alarm"] in self.status().get("alarms", [])
+            return self._cmp(chk, active, "active" if active else "not active")
+        st = self.cgm_status()
+        counts = st.get("counts") or []
+        if f == "readings":
+            actual: Any = Decimal(counts[0]) if counts else None
+        elif f == "rejected":
+            r = p["reason"]
+            actual = Decimal(sum(counts[1:]) if r is None else counts[r] if r < len(counts) else 0)
+            if r is None and counts:
+                by = ", ".join(f"{_reason(i)} {n}" for i, n in enumerate(counts) if i and n)
+                return self._cmp(chk, actual, f"{actual}" + (f" ({by})" if by else ""))
+        else:
+            v = st.get(CGM_FIELDS[f][0])
+            actual = Decimal(v) if isinstance(v, int) and not isinstance(v, bool) else v
+        if actual is None:
+            return self._cmp(chk, None, "none")
+        return self._cmp(chk, actual)
 
     # ---- hardware faults ------------------------------------------------------------------------
     def _inject(self, a, rec: dict) -> list[dict]:
@@ -233,6 +382,9 @@ class ScenarioRun:
         rec["action"] = {"inject": dict(a.args), "ok": True, "skipped": not self.t.is_sim}
         if not self.t.is_sim:
             return [_record("action", a.label, "injected", "needs the simulator's hardware", SKIP)]
+        if a.args["what"].startswith("cgm_"):
+            self._inject_cgm(a)
+            return []
         hw = self.t.sim.hardware
         args = {k: v for k, v in a.args.items() if k != "what"}
         {"occlude": hw.occlude, "clear": hw.clear_occlusion, "remove": hw.remove_reservoir,
@@ -338,6 +490,12 @@ class ScenarioRun:
                     log.append({"cmd": "limits_set", "args": s.limits, "ok": True, "t_ms": self.t.abs_ms()})
             if not profiles_done:
                 profiles()
+            cgm = self.scn.cgm
+            if cgm is not None:  # before the reservoir change: the link comes up meanwhile
+                if cgm.pair:
+                    do("cgm_pair", address=cgm.address)
+                if cgm.settings:
+                    do("cgm_set", **cgm.settings)
             if s.reservoir_mu is not None:
                 do("rewind")
                 wait_for("rewound")
@@ -354,7 +512,7 @@ class ScenarioRun:
         except TimeoutError as e:
             raise Aborted(f"setup: the pump stopped answering ({e})") from None
         self._sync()
-        self.client.drain_events()
+        self._note_cgm([_event_doc(e) for e in self.client.drain_events()])
         if self._uses_history:
             self._hist_seq = self._request("status")["history_seq"]
         return log
@@ -366,7 +524,7 @@ class ScenarioRun:
                                "checks": [], "events": [], "result": PASS}
         self.t.advance_to(step.t_ms)
         rec["reached_ms"] = self.t.now_ms()
-        self._status = self._limits = None
+        self._status = self._limits = self._cgm = None
         self._sync()
         t0_s = (self.t.abs_ms() - self.t.now_ms()) // 1000
         events = [_event_doc(e, t0_s) for e in self.client.drain_events()]
@@ -376,6 +534,7 @@ class ScenarioRun:
             # Events a command causes are sent before its reply, so they are all here already.
             events += [_event_doc(e, t0_s) for e in self.client.drain_events()]
         rec["events"] = events
+        self._note_cgm(events)
         history = None
         for chk in step.checks:
             try:
@@ -498,6 +657,8 @@ class ScenarioRun:
                            PASS if _field_matches(chk.cmp, actual) else FAIL)
         if k in ("event", "no_event"):
             return self._check_event(chk, events)
+        if k == "cgm":
+            return self._check_cgm(chk)
         # The rest is measured on the plant.
         if self.t.plant is None:
             return _record(chk, chk.label, chk.cmp.describe() if chk.cmp else "", "needs the simulator's plant",
@@ -610,7 +771,13 @@ class ScenarioRun:
     def _check_event(self, chk: Check, events: list[dict]) -> dict:
         spec = chk.params
         named = [e for e in events if e["name"] == spec["name"]]
-        hits = [e for e in named if all(_field_matches(c, _event_field(e["data"], f)) for f, c in spec["fields"].items())]
+
+        def data(e: dict) -> dict:
+            d = e["data"]
+            if e["name"] == "cgm" and "rejected" in d:  # reason: crc matches rejected: 2
+                return {**d, "reason": _reason(d["rejected"])}
+            return d
+        hits = [e for e in named if all(_field_matches(c, _event_field(data(e), f)) for f, c in spec["fields"].items())]
         return self._count_result(chk, "event", spec, named, hits, [e["name"] for e in events], _event_text)
 
     def _count_result(self, chk: Check, what: str, spec: dict, named: list, hits: list, all_names: list,
@@ -687,7 +854,76 @@ class ScenarioRun:
                             "reservoir_changes": [[a, b] for a, b in self.service]}
         out["link"] = {"events_dropped": self.events_dropped, "event_gaps": self.client.event_gaps,
                        "bad_frames": self.client.bad_frames}
+        if self.scn.cgm is not None or self.cgm_seen["readings"] or self.cgm_injected:
+            out["cgm"] = self.cgm_totals()
         return out
+
+    def cgm_totals(self) -> dict:
+        """The CGM at the end: the pump's view (`cgm`), its history (readings logged, backfilled ones
+        included; rejections by reason), the events seen and the simulated radio's record."""
+        seen = self.cgm_seen
+        out: dict[str, Any] = {"sensor": self.scn.cgm.address if self.scn.cgm else None}
+        try:
+            st = self._request("cgm")
+        except PumpError as e:
+            return {**out, "error": str(e)}
+        counts = st.get("counts") or [0]
+        logged = self._history_records(22)
+        rej = self._history_records(23)
+        rejected = None if rej is None else {r[3]: sum(1 for x in rej if x[3] == r[3]) for r in rej}
+        out.update({
+            "paired": st.get("paired"), "link": st.get("link"),
+            "readings": counts[0],  # accepted (the pump's counts[0])
+            "logged": None if logged is None else len(logged),  # history records of readings, backfilled included
+            "backfilled": _backfilled(logged),
+            "glucose_mgdl": st.get("glucose_mgdl"), "trend": st.get("trend"), "age_s": st.get("age_s"),
+            "rejected": {_reason(r): n for r, n in sorted(rejected.items())} if rejected is not None else None,
+            "counts": {_reason(i): n for i, n in enumerate(counts) if n},
+            "link_ups": seen["link_up"], "link_downs": seen["link_down"],
+            "reconnects": max(seen["link_up"] - 1, 0),
+            "alarms": dict(seen["alarms"]),
+            "events_lost": st.get("events_lost"),
+            "injected": dict(self.cgm_injected),
+            "low_mgdl": st.get("low_mgdl"), "high_mgdl": st.get("high_mgdl"), "loss_min": st.get("loss_min"),
+        })
+        br = getattr(self.t, "bridge", None)
+        if br is not None:
+            hist = br.history
+            out["radio"] = {
+                "link_losses": sum(1 for h in hist if h[1] == "out"),
+                "connects": {a: sum(1 for h in hist if h[1] == "connect" and h[2] == a)
+                             for a in sorted({h[2] for h in hist if h[1] == "connect"})},
+                "sensors": [s.address.upper() for s in br.sensors],
+                "readings_made": br.stats["readings"], "errors": list(br.errors)}
+        return out
+
+    def _history_records(self, kind: int) -> list[list[int]] | None:
+        """Every history record of a type the pump holds ([seq, t, type, a, b]), or None."""
+        since, out = 0, []
+        try:
+            for _ in range(1000):
+                doc = self._request("history", since=since, limit=32, type=kind)
+                out += doc["records"]
+                if doc["next"] >= doc["newest"] or doc["next"] <= since:
+                    break
+                since = doc["next"]
+        except PumpError:
+            return None
+        return out
+
+
+BACKFILL_LATE_S = 60  # a reading logged this long after it was made came by RACP, not live
+
+
+def _backfilled(records: list[list[int]] | None) -> int | None:
+    """Readings (history type 22: t = pump time logged, b = the sensor's time offset, min) that
+    reached the pump late: fetched by RACP after a link loss or a reading lost on the air. A live
+    reading is logged the instant it is made, so the earliest t - 60 b is the session's start on
+    the pump's clock (one sensor session: the scenario's sensor never starts another)."""
+    if not records:
+        return None if records is None else 0
+    t0 = min(t - 60 * off for _, t, _, _, off in records)
+    return sum(1 for _, t, _, _, off in records if t - (t0 + 60 * off) > BACKFILL_LATE_S)
 
 
 def _decode_record(r: list, uu: int) -> dict:

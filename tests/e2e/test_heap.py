@@ -2,6 +2,7 @@
 busy simulated day, and its live heap does not grow once its fixed-size caches are full; every
 command works at the largest settings; and the names it interns never make MicroPython allocate
 a qstr pool after boot (docs/memory.md)."""
+import pytest
 from basalt.cmd._req import TABLE
 
 from hil.bench import POOL_LIMITS, WORST_CASE, interned_names, worst_case
@@ -64,3 +65,36 @@ def test_no_qstr_pool_is_allocated_after_boot():
     assert n["steady_pools"] == n["boot_pools"], (
         f"{n['steady']} names need a qstr pool boot did not allocate (boot has {n['boot']}; the pool past "
         f"{max(p for p in POOL_LIMITS if p <= n['steady'])} names comes while a command runs)")
+    # A running pump has ~35 names this count cannot see (the board module's constants, the
+    # command line, the boot code): 593 after the worst case, measured with qstr_info in the loop.
+    assert n["steady"] + _UNSEEN_NAMES < n["next_pool_at"], n["steady"]
+
+
+_UNSEEN_NAMES = 40
+
+
+@pytest.mark.xfail(strict=True, reason="KNOWN GAP (issue 5, docs/memory.md): with the CGM client, once every "
+                   "overlay has run, the names outgrow the 620-name qstr pools and the next pool (7.2 KB) is "
+                   "allocated mid-command: the largest settings then run out of heap")
+def test_every_command_works_at_the_largest_settings_with_a_cgm():
+    from hil.ble.bridge import BleBridge
+    from hil.dut import Dut
+    from hil.sim.firmware import SimPump
+    from host.client import PumpClient
+
+    bridge = BleBridge()
+    bridge.add_sensor("C0:98:E5:49:00:01", profile=lambda t: 120, noise=False)
+    sim = SimPump()
+    bridge.attach(sim)
+    try:
+        sim.start()
+        with PumpClient(sim.console_url) as c:
+            c.request("cgm_pair", address="C0:98:E5:49:00:01")
+            sim.advance(12 * 60_000)
+            bad = worst_case(Dut(c, sim))
+            assert sim.proc.poll() is None, sim.log_tail()
+            assert not bad, bad[:3]
+            assert c.request("cgm")["link"] == "up"
+    finally:
+        sim.stop()
+        bridge.close()

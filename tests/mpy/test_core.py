@@ -2,7 +2,6 @@
 import basalt.lib as overlay
 from basalt.cmd._prof import segments
 from basalt.core import Mechanics, Refused
-from basalt.core.pump import SUSPENDED
 from hw_doubles import DictStorage
 from mpyunit import raises
 from pumpkit import bare, cmd, make, mech, refused, run
@@ -129,7 +128,7 @@ def test_suspend_stops_at_once_and_cancels_bolus():
     assert r["bolus_cancelled"]["delivered_steps"] == p.bolus_steps
     n = m.n_trains
     run(p, 3600)
-    assert m.n_trains == n and p.state == SUSPENDED
+    assert m.n_trains == n and p.state == "suspended"
     assert refused(p, "suspend").code == "state"
     assert refused(p, "bolus", mU=1000).code == "state"
 
@@ -138,7 +137,7 @@ def test_reservoir_is_exact_and_empty_stops_with_alarm():
     p, m, ev = make([[0, 3000]], reservoir_mu=1000)  # 200 steps
     run(p, 4 * 3600)
     assert m.total() == 200 and p.reservoir_steps == 0
-    assert p.state == SUSPENDED and p.reason == 2
+    assert p.state == "suspended" and p.reason == 2
     assert ("alarm", "reservoir_empty") in [(n, d.get("alarm")) for n, d in ev]
     assert refused(p, "resume").code == "reservoir"
 
@@ -218,7 +217,7 @@ def test_settings_survive_restart():
     assert segments(q.profiles, 0) == [0, 700, 600, 900]
     assert q.profiles.names == ["default", "sport"]
     assert q.limits.max_bolus_mU == 4000 and q.cap_hour == q.mech.steps_floor(q.limits.max_hour_mU)
-    assert q.state == SUSPENDED
+    assert q.state == "suspended"
 
 
 def test_settings_without_a_profile_change_survive_restart():
@@ -261,6 +260,6 @@ def test_fault_stops_motor_and_suspends():
     cmd(p, "bolus", mU=1000)
     run(p, 2)
     p.fault("test")
-    assert p.state == SUSPENDED and p.reason == 3 and p.nb_req == 0
+    assert p.state == "suspended" and p.reason == 3 and p.nb_req == 0
     assert ("bolus", "cancelled") in [(n, d.get("phase")) for n, d in ev]
     assert ev[-1][0] == "alarm" and ev[-1][1]["alarm"] == "fault"

@@ -6,7 +6,6 @@ import os
 import struct
 
 import basalt.lib as overlay
-from basalt.cmd import recover as R
 from basalt.core import history as H
 from basalt.core.pump import ALARMS
 from basalt.lib import crc16
@@ -14,6 +13,9 @@ from basalt.lib.filestore import FileStore
 from basalt.proto import MAX_FRAME
 from mpyunit import raises
 from pumpkit import bare, cmd, make, run
+
+# history record types (private constants in the firmware; host/render.py RECORD_NAMES)
+BOLUS_DONE, PRIME, SUSPEND, RESUME, BOOT, REPAIR, BOLUS_INTERRUPTED = 6, 9, 11, 12, 19, 20, 21
 
 REC, PER, SEGS = H.LOGS["h"]
 SREC, SPER = H.LOGS["s"][0], H.LOGS["s"][1]
@@ -53,10 +55,10 @@ def records(p, **args):
 def test_records_are_appended_in_the_documented_layout():
     p, _, _ = bare()
     p.uptime_s = 77
-    assert p.record(H.BOLUS_DONE, 200, 1) == 1
+    assert p.record(BOLUS_DONE, 200, 1) == 1
     raw = p.storage.files["h0"]
     assert len(raw) == REC
-    assert struct.unpack("<IIBBii", raw[:18]) == (1, 77, H.BOLUS_DONE, 0, 200, 1)
+    assert struct.unpack("<IIBBii", raw[:18]) == (1, 77, BOLUS_DONE, 0, 200, 1)
     assert struct.unpack("<H", raw[18:])[0] == crc16(raw, 0, 18)
 
 
@@ -64,7 +66,7 @@ def test_the_ring_drops_the_oldest_segment_never_the_newest():
     p, _, _ = bare()
     n = PER * SEGS + PER // 2  # into the 17th segment
     for i in range(n):
-        p.record(H.RESUME, i)
+        p.record(RESUME, i)
     names = sorted(k for k in p.storage.files if k[0] == "h")
     assert len(names) == SEGS and "h0" not in names and "h%d" % SEGS in names
     recs, r = records(p, since=n - 40)
@@ -95,10 +97,10 @@ def test_filters_by_type_and_pump_time_and_bounded_scans():
     p, _, _ = bare()
     for i in range(600):
         p.uptime_s = i * 10
-        p.record(H.RESUME if i % 100 else H.SUSPEND, i)
-    r = cmd(p, "history", since=0, type=H.SUSPEND)
+        p.record(RESUME if i % 100 else SUSPEND, i)
+    r = cmd(p, "history", since=0, type=SUSPEND)
     assert [x[3] for x in r["records"]] == [0, 100, 200] and r["next"] == 256  # 256 looked at, then page on
-    recs, _ = records(p, type=H.SUSPEND)
+    recs, _ = records(p, type=SUSPEND)
     assert [x[3] for x in recs] == [0, 100, 200, 300, 400, 500]
     recs, _ = records(p, from_s=1000, to_s=1050)
     assert [x[1] for x in recs] == [1000, 1010, 1020, 1030, 1040, 1050]
@@ -107,7 +109,7 @@ def test_filters_by_type_and_pump_time_and_bounded_scans():
 def test_a_corrupt_record_is_skipped_and_reported_never_returned():
     p, _, _ = bare()
     for i in range(10):
-        p.record(H.RESUME, i)
+        p.record(RESUME, i)
     raw = bytearray(p.storage.files["h0"])
     raw[4 * REC + 12] ^= 1  # record 5's a
     p.storage.files["h0"] = bytes(raw)
@@ -231,12 +233,12 @@ def test_the_logs_work_on_littlefs():
         p, _, _ = make(reservoir_mu=100000)
         p.storage = FileStore("/lfs/data")
         for i in range(PER + 5):
-            p.record(H.RESUME, i)
+            p.record(RESUME, i)
         cmd(p, "bolus", mU=500)
         run(p, 30)
         p.history.save(p)
         q, _, _ = reboot(p)
-        assert records(q, type=R.BOOT)[0][-1][0] == p.history.seq + 1
+        assert records(q, type=BOOT)[0][-1][0] == p.history.seq + 1
         assert q.basal_steps == p.basal_steps and q.bolus_steps == p.bolus_steps
         assert sorted(q.storage.listdir())[:2] == ["h0", "h1"]
     finally:
@@ -253,7 +255,7 @@ def test_a_torn_last_record_is_dropped_and_reported():
     assert len(st.files["h0"]) % REC == 0
     recs, _ = records(q, since=n)
     kinds = [(x[2], x[3], x[4]) for x in recs]
-    assert kinds[0] == (R.BOOT, 1, 0) and kinds[1] == (R.REPAIR, n + 1, 1)
+    assert kinds[0] == (BOOT, 1, 0) and kinds[1] == (REPAIR, n + 1, 1)
     assert recs[0][0] == n + 1  # the torn record's seq goes to the next record
     assert "unexpected_restart" in alarms(q)
 
@@ -262,7 +264,7 @@ def test_a_cut_inside_the_first_record_of_a_segment_keeps_the_oldest():
     # The ring is full; the first append to a new segment is torn before the oldest was dropped.
     p, _, _ = bare()
     for i in range(PER * SEGS):
-        p.record(H.RESUME, i)
+        p.record(RESUME, i)
     p.storage.files["h%d" % SEGS] = b"\x01" * 7
     q, _, _ = reboot(p)
     since = 0
@@ -271,7 +273,7 @@ def test_a_cut_inside_the_first_record_of_a_segment_keeps_the_oldest():
         assert "skipped_corrupt" not in r and r["oldest"] == PER + 1  # the boot record dropped h0
         since = r["next"]
     recs = cmd(q, "history", since=PER * SEGS)["records"]
-    assert recs[0][2:] == [R.BOOT, 1, 0] and recs[1][2:] == [R.REPAIR, PER * SEGS + 1, 1]
+    assert recs[0][2:] == [BOOT, 1, 0] and recs[1][2:] == [REPAIR, PER * SEGS + 1, 1]
     assert "h0" not in q.storage.files  # dropped now that segment SEGS holds a record
 
 
@@ -284,10 +286,10 @@ def test_a_corrupt_middle_record_is_reported_once():
     q, _, _ = reboot(p)
     recs, r = records(q)
     assert r["skipped_corrupt"] == [2]
-    assert [(x[2], x[3], x[4]) for x in recs if x[2] == R.REPAIR] == [(R.REPAIR, 2, 2)]
+    assert [(x[2], x[3], x[4]) for x in recs if x[2] == REPAIR] == [(REPAIR, 2, 2)]
     q2, _, _ = reboot(q)
     recs, _ = records(q2)
-    assert len([x for x in recs if x[2] == R.REPAIR]) == 1  # not reported again
+    assert len([x for x in recs if x[2] == REPAIR]) == 1  # not reported again
 
 
 def test_a_running_bolus_is_interrupted_not_resumed():
@@ -298,7 +300,7 @@ def test_a_running_bolus_is_interrupted_not_resumed():
     done, xdone = p.nb_done, p.xb_done
     q, m2, _ = reboot(p)
     assert q.nb_req == 0 and q.xb_req == 0 and q.state == "running"
-    recs, _ = records(q, type=R.BOLUS_INTERRUPTED)
+    recs, _ = records(q, type=BOLUS_INTERRUPTED)
     assert [x[4] for x in recs] == [400, -200]  # requested; delivered as of the newest snapshot:
     assert done + xdone - H.CKPT <= recs[0][3] + recs[1][3] <= done + xdone  # at most CKPT steps behind
     assert {"unexpected_restart", "bolus_interrupted"} <= set(alarms(q))
@@ -326,10 +328,10 @@ def test_a_clean_shutdown_raises_no_alarm_and_the_clock_goes_on():
     overlay.call("recover", "shutdown", p)
     q, _, _ = reboot(p)
     assert alarms(q) == [] and q.local_s() == 1000100 and q.state == "running"
-    recs, _ = records(q, type=R.BOOT)
+    recs, _ = records(q, type=BOOT)
     assert (recs[-1][3], recs[-1][4]) == (1, 1)
     q2, _, _ = reboot(q, "wdt")
-    assert alarms(q2) == ["unexpected_restart"] and records(q2, type=R.BOOT)[0][-1][3] == 2
+    assert alarms(q2) == ["unexpected_restart"] and records(q2, type=BOOT)[0][-1][3] == 2
 
 
 def test_records_after_the_snapshot_are_replayed():
@@ -342,7 +344,7 @@ def test_records_after_the_snapshot_are_replayed():
     cmd(p, "suspend")
     q, _, _ = reboot(p)
     assert q.state == "suspended" and q.bolus_steps == p.bolus_steps and q.reservoir_steps == p.reservoir_steps
-    assert not records(q, type=R.BOLUS_INTERRUPTED)[0]  # it was cancelled, not interrupted
+    assert not records(q, type=BOLUS_INTERRUPTED)[0]  # it was cancelled, not interrupted
 
 
 def test_no_snapshot_but_the_whole_history_rebuilds_the_state():
@@ -370,7 +372,7 @@ def test_a_part_filled_cannula_is_never_filled_again():
     assert p.res_state == "filling"
     q, _, _ = reboot(p)
     assert q.res_state == "ready" and q.state == "suspended"
-    recs, _ = records(q, type=H.PRIME)
+    recs, _ = records(q, type=PRIME)
     assert recs[-1][4] == 2 and p.prime_run - H.CKPT <= recs[-1][3] <= p.prime_run
 
 
@@ -388,7 +390,7 @@ def test_the_limit_windows_survive_a_restart():
 def test_lost_state_comes_up_suspended_with_a_fault():
     p, _, _ = bare()
     for i in range(PER * (SEGS + 1)):
-        p.record(H.RESUME, i)  # the ring has dropped record 1, and there is no journal
+        p.record(RESUME, i)  # the ring has dropped record 1, and there is no journal
     q, _, _ = reboot(p)
     assert q.state == "suspended" and q.res_state == "none" and "fault" in alarms(q)
 

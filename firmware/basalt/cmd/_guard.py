@@ -11,15 +11,15 @@
 from micropython import const
 
 from ..core import Refused
-from ..core.history import LIMIT_REFUSED
 
-# "limit: " per limit code (history LIMIT_REFUSED a); a constant, so none of it is interned
+_LIMIT_REFUSED = const(8)  # history record type (core/history.py)
+# "limit: " per limit code (history _LIMIT_REFUSED a); a constant, so none of it is interned
 _LIMIT_CODES = const(("", "max_hour_mU: ", "max_day_mU: ", "max_bolus_mU: ", "max_basal_mUh: ", "max_iob_mU: "))
 
 
 def refuse(pump, code, amount, msg):
     """Record the refusal (history: a = limit code, b = the amount asked, in mU or mU/h) and refuse."""
-    pump.record(LIMIT_REFUSED, code, amount)
+    pump.record(_LIMIT_REFUSED, code, amount)
     raise Refused("limit", _LIMIT_CODES[code] + msg)
 
 

@@ -19,7 +19,7 @@ TABLE = (
     " |profile_sel: profile_select profile_delete |temp: temp_basal temp_basal_cancel"
     " |bolus: bolus bolus_cancel |calc: bolus_calc* |calc_cfg: calc_set calc_get*"
     " |reservoir: suspend resume rewind reservoir_insert prime_start prime_stop cannula_fill"
-    " |alarm: alarms* alarm_ack alarm_set |"
+    " |alarm: alarms* alarm_ack alarm_set |cgm_cmd: cgm* cgm_history* |cgm_set: cgm_pair cgm_set |"
 )
 
 

@@ -8,7 +8,14 @@ import gc
 import json
 from binascii import hexlify
 
+from micropython import const
+
 from . import FILE, PROFILES
+
+# core/cgm.py CgmLink.v slots
+_LOSS_S = const(7)
+_LOW = const(8)
+_HIGH = const(9)
 
 
 def _settings(pump):
@@ -25,6 +32,9 @@ def _settings(pump):
             yield hexlify(c[k])
             yield b'"'
         yield b"}"
+    g = pump.cgm
+    if g is not None:  # pairing (address type + address, hex) and the CGM alerts
+        yield (', "cgm": ["%s", %d, %d, %d]' % (hexlify(g.pair).decode(), g.v[_LOW], g.v[_HIGH], g.v[_LOSS_S])).encode()
     yield b"}"
 
 

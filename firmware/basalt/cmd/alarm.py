@@ -7,10 +7,11 @@ from ..core import Refused
 from ..core import pump as P
 from . import check_int, commit, only, opt
 
-# Alarms whose condition the pump watches (reservoir empty/low/removed, limit hold, battery):
-# acknowledging silences them, and they clear when the condition ends. The others clear when
-# acknowledged. A bit per alarm code (ALARMS in core/pump.py).
-_COND = const(0b10111001010)
+# Alarms whose condition the pump watches (reservoir empty/low/removed, limit hold, battery, the
+# CGM's signal, session and sensor, glucose low/high): acknowledging silences them, and they
+# clear when the condition ends. The others clear when acknowledged. A bit per alarm code
+# (ALARMS in core/pump.py).
+_COND = const(0b1111100010111001010)
 
 
 def remind(pump):
@@ -39,7 +40,7 @@ def remind(pump):
         pump.show("alarm", "off" if quiet else "chirp")  # boards loop a pattern until told "off"
         pump.remind = u + 900
     else:
-        pump.show("ok" if pump.state == P.RUNNING else "warn", "off")
+        pump.show("ok" if pump.state == "running" else "warn", "off")
         pump.remind = 0
 
 

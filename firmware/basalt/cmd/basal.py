@@ -2,10 +2,13 @@
 # active one). Segments start on 30-minute boundaries; rates are mU/h up to max_basal_mUh.
 from array import array
 
+from micropython import const
+
 from .. import lib as overlay
 from ..core import Refused
-from ..core.history import PROFILE_SET
 from . import arg, commit, only
+
+_PROFILE_SET = const(2)  # history record type (core/history.py)
 
 
 def profile_set(pump, args):
@@ -41,7 +44,7 @@ def profile_set(pump, args):
             p.rates[i][:] = old
     commit(pump, undo, profiles=True, settings=False)
     steps = pump.mech.steps_floor(sum(rates) // 2)  # the day's total: each slot is half an hour
-    pump.record(PROFILE_SET, i, steps)
+    pump.record(_PROFILE_SET, i, steps)
     # No echo of the segments in the reply or the event: 48 of them are ~3.5 KB of objects,
     # which a 64 KB heap cannot spare twice; profile_get reads them back.
     daily = pump.mech.mu_from_steps(steps)

@@ -1,11 +1,14 @@
 # Bolus commands: normal (now, at the configured speed), extended (square wave over 30 min to
 # 8 h) and combo (a normal part now and an extended part), and cancel. One normal and one
 # extended bolus can run at a time; a second of the same kind is refused (they never queue).
+from micropython import const
+
 from .. import lib as overlay
 from ..core import Refused
-from ..core.history import BOLUS_REQUEST
 from ..core.pump import REASONS
 from . import check_int, only, opt
+
+_BOLUS_REQUEST = const(5)  # history record type (core/history.py)
 
 
 def bolus(pump, args):
@@ -48,7 +51,7 @@ def bolus(pump, args):
     if ext_s:
         pump.xb_req, pump.xb_done, pump.xb_id = ext_s, 0, pump.bolus_id
         pump.xb_dur, pump.xb_start = minutes * 60, pump.uptime_s
-    pump.record(BOLUS_REQUEST, now_s, ext_s)
+    pump.record(_BOLUS_REQUEST, now_s, ext_s)
     normal = pump.bolus_info(1, "started") if now_s else None
     extended = pump.bolus_info(2, "started") if ext_s else None
     for info in (normal, extended):

@@ -1,9 +1,12 @@
 # Basal profiles: select the active one, delete one (reading is profile.py, editing basal.py).
+from micropython import const
+
 from .. import lib as overlay
 from ..core import Refused
-from ..core.history import PROFILE_SELECT
 from . import commit, only
 from ._prof import profile_index
+
+_PROFILE_SELECT = const(1)  # history record type (core/history.py)
 
 
 def profile_select(pump, args):
@@ -17,7 +20,7 @@ def profile_select(pump, args):
     def undo():
         p.active = old
     commit(pump, undo)
-    pump.record(PROFILE_SELECT, i)
+    pump.record(_PROFILE_SELECT, i)
     pump.emit("basal", {"profile": p.names[i], "active": True})
     return {"active": p.names[i]}
 

@@ -11,15 +11,31 @@
 # orderly one.
 import struct
 
+from micropython import const
+
 from ..core import history as H
 from ..core import pump as P
 from .history import oldest, records
 
-# the history record types recovery writes (core/history.py has the others)
-BOOT = 19  # a = reset cause (1 power, 2 watchdog, 3 soft), b = 1 after a clean shutdown
-REPAIR = 20  # a = the bad record's seq, b = 1 torn history record dropped, 2 corrupt one skipped,
+# history record types: the ones recovery writes, then the ones it reads (core/history.py)
+_BOOT = const(19)  # a = reset cause (1 power, 2 watchdog, 3 soft), b = 1 after a clean shutdown
+_REPAIR = const(20)  # a = the bad record's seq, b = 1 torn history record dropped, 2 corrupt one skipped,
 # 3 torn journal snapshot dropped, 4 corrupt snapshot skipped
-BOLUS_INTERRUPTED = 21  # a = delivered steps (as last snapshotted), b = requested steps (b < 0: extended)
+_BOLUS_INTERRUPTED = const(21)  # a = delivered steps (as last snapshotted), b = requested steps (b < 0: extended)
+_TEMP_START = const(3)  # history record type (core/history.py)
+_TEMP_END = const(4)  # history record type (core/history.py)
+_BOLUS_REQUEST = const(5)  # history record type (core/history.py)
+_BOLUS_DONE = const(6)  # history record type (core/history.py)
+_BOLUS_CANCEL = const(7)  # history record type (core/history.py)
+_PRIME = const(9)  # history record type (core/history.py)
+_REWIND = const(10)  # history record type (core/history.py)
+_SUSPEND = const(11)  # history record type (core/history.py)
+_RESUME = const(12)  # history record type (core/history.py)
+_ALARM = const(13)  # history record type (core/history.py)
+_RESERVOIR = const(14)  # history record type (core/history.py)
+_TIME_SET = const(15)  # history record type (core/history.py)
+_LIMIT_HOLD = const(16)  # history record type (core/history.py)
+_ALARM_CLEAR = const(17)  # history record type (core/history.py)
 
 
 def _open(store, log):
@@ -70,7 +86,7 @@ def boot(pump, hal, settings_ok):
     h = pump.history
     h.seq, torn = _open(st, "h")
     h.sseq, jtorn = _open(st, "s")
-    rep = []  # REPAIR records to write once the history is in order: (seq, how)
+    rep = []  # _REPAIR records to write once the history is in order: (seq, how)
     if torn:
         rep.append((torn, 1))
     if jtorn:
@@ -96,7 +112,7 @@ def boot(pump, hal, settings_ok):
          p.bolus_steps, p.prime_steps, p.extra_steps, p.nb_req, p.nb_done, p.nb_id, p.xb_req, p.xb_done,
          p.xb_dur, p.xb_start, p.xb_id, p.bolus_id, p.tb_end, p.tb_pct, p.tb_rate, p.tb_min, p.tb_steps,
          hour, day, iob, act, ack, p.prime_run, p.fill_target) = struct.unpack_from(H.LOGS["s"][3], snap)
-        p.state = P.RUNNING if fl & 1 else P.SUSPENDED
+        p.state = "running" if fl & 1 else "suspended"
         p.reason = fl >> 1 & 15
         p.res_state = H.RES[fl >> 5 & 7]
         p.holding = bool(fl & 512)
@@ -115,26 +131,26 @@ def boot(pump, hal, settings_ok):
             rep.append((seq, 2))
             continue
         _, t, k, _, a, b = struct.unpack_from(H.FMT, buf, off)
-        if k == REPAIR and b == 2:
+        if k == _REPAIR and b == 2:
             reported.append(a)
         if seq <= hseq or lost:
             continue
         if t > pump.uptime_s:
             pump.uptime_s = t
-        if k == H.ALARM:
+        if k == _ALARM:
             act |= 1 << a
             ack &= ~(1 << a)
-        elif k == H.ALARM_CLEAR:
+        elif k == _ALARM_CLEAR:
             act &= ~(1 << a)
             ack = ack | 1 << a if b == 1 else ack & ~(1 << a)
-        elif k == H.TEMP_START:
+        elif k == _TEMP_START:
             pump.tb_pct, pump.tb_min, pump.tb_steps, pump.tb_end = a, b, 0, t + b * 60
             temp_new = True
         else:
             d = _replay(pump, k, a, b, t)
             hour += d
             day += d
-            if k == H.TEMP_END:
+            if k == _TEMP_END:
                 temp_new = False
             else:
                 iob += d
@@ -142,31 +158,31 @@ def boot(pump, hal, settings_ok):
     # The safe state.
     news = []  # records of this recovery: (type, a, b)
     if lost:
-        pump.res_state = P.NONE
-        pump.state = P.SUSPENDED
+        pump.res_state = "none"
+        pump.state = "suspended"
     rs = pump.res_state
-    if rs in (P.PRIMING, P.FILLING):  # a fill is never repeated: a part-filled cannula counts as filled
-        news.append((H.PRIME, pump.prime_run, 1 if rs == P.PRIMING else 2))
-        pump.res_state = P.PRIMED if rs == P.PRIMING else P.READY
+    if rs in ("priming", "filling"):  # a fill is never repeated: a part-filled cannula counts as filled
+        news.append((_PRIME, pump.prime_run, 1 if rs == "priming" else 2))
+        pump.res_state = "primed" if rs == "priming" else "ready"
         pump.prime_run = 0
     m = pump.mech
     told = None
     if pump.nb_req or pump.xb_req:  # never resumed: what it delivered is on record, the rest is not owed
         if pump.nb_req:
-            news.append((BOLUS_INTERRUPTED, pump.nb_done, pump.nb_req))
+            news.append((_BOLUS_INTERRUPTED, pump.nb_done, pump.nb_req))
         if pump.xb_req:
-            news.append((BOLUS_INTERRUPTED, pump.xb_done, -pump.xb_req))
+            news.append((_BOLUS_INTERRUPTED, pump.xb_done, -pump.xb_req))
         told = "delivered %d of %d mU (normal), %d of %d mU (extended)" % (
             m.mu_from_steps(pump.nb_done), m.mu_from_steps(pump.nb_req),
             m.mu_from_steps(pump.xb_done), m.mu_from_steps(pump.xb_req))
         pump.nb_req = pump.nb_done = pump.xb_req = pump.xb_done = 0
     if temp_new:  # started but never snapshotted: its command was never acknowledged
-        news.append((H.TEMP_END, 0, 3))
+        news.append((_TEMP_END, 0, 3))
         pump.tb_end = 0
     if not pump.tb_end:
         pump.tb_pct = -1
-    if pump.state == P.RUNNING and (pump.res_state != P.READY or not pump.reservoir_steps):
-        pump.state = P.SUSPENDED
+    if pump.state == "running" and (pump.res_state != "ready" or not pump.reservoir_steps):
+        pump.state = "suspended"
     # The limit windows and insulin on board: what was delivered in the last hour, day and 8 h
     # is counted as delivered now - later than it was, so the limits can only tighten.
     w = pump.win
@@ -177,10 +193,10 @@ def boot(pump, hal, settings_ok):
     w.bolus5[u // 5 % len(w.bolus5)] = iob
     pump.user_t = pump.uptime_s
     clean = fl & 256 and hseq == h.seq  # nothing was written after the shutdown's snapshot
-    pump.record(BOOT, 2 if cause == "wdt" else 3 if cause == "soft" else 1, 1 if clean else 0)
+    pump.record(_BOOT, 2 if cause == "wdt" else 3 if cause == "soft" else 1, 1 if clean else 0)
     for s, b in rep:
         if b != 2 or s not in reported:
-            pump.record(REPAIR, s, b)
+            pump.record(_REPAIR, s, b)
     for r in news:
         pump.record(r[0], r[1], r[2])
     if not settings_ok:
@@ -202,14 +218,14 @@ def _replay(pump, kind, a, b, t):
     steps it shows were delivered beyond the snapshot."""
     p = pump
     d = 0
-    if kind == H.BOLUS_REQUEST:
+    if kind == _BOLUS_REQUEST:
         p.bolus_id += 1
         if a:
             p.nb_req, p.nb_done, p.nb_id = a, 0, p.bolus_id
         if b:
             p.xb_req, p.xb_done, p.xb_id, p.xb_start = b, 0, p.bolus_id, t
-    elif kind in (H.BOLUS_DONE, H.BOLUS_CANCEL, BOLUS_INTERRUPTED):
-        if (b == 1) if kind == H.BOLUS_DONE else (b > 0):
+    elif kind in (_BOLUS_DONE, _BOLUS_CANCEL, _BOLUS_INTERRUPTED):
+        if (b == 1) if kind == _BOLUS_DONE else (b > 0):
             d = a - p.nb_done if p.nb_req else 0
             p.nb_req = p.nb_done = 0
         else:
@@ -217,32 +233,32 @@ def _replay(pump, kind, a, b, t):
             p.xb_req = p.xb_done = 0
         if d > 0:
             p.bolus_steps += d
-    elif kind == H.TEMP_END:
+    elif kind == _TEMP_END:
         d = a - p.tb_steps if p.tb_end else 0
         if d > 0:
             p.basal_steps += d
         p.tb_end = 0
-    elif kind == H.SUSPEND:
-        p.state, p.reason = P.SUSPENDED, a
-    elif kind == H.RESUME:  # accepted only with the reservoir ready (a 0 U cannula fill records nothing)
-        p.state, p.reason, p.res_state = P.RUNNING, 0, P.READY
-    elif kind == H.RESERVOIR:
-        p.reservoir_steps, p.res_state = a, P.INSERTED
-    elif kind == H.REWIND:
-        p.reservoir_steps, p.res_state, p.prime_run = 0, P.REWOUND, 0
+    elif kind == _SUSPEND:
+        p.state, p.reason = "suspended", a
+    elif kind == _RESUME:  # accepted only with the reservoir ready (a 0 U cannula fill records nothing)
+        p.state, p.reason, p.res_state = "running", 0, "ready"
+    elif kind == _RESERVOIR:
+        p.reservoir_steps, p.res_state = a, "inserted"
+    elif kind == _REWIND:
+        p.reservoir_steps, p.res_state, p.prime_run = 0, "rewound", 0
         if p.plunger_steps > 0:
             p.plunger_steps = 0
-    elif kind == H.PRIME:
+    elif kind == _PRIME:
         n = a - p.prime_run
         if n > 0:
             p.prime_steps += n
             p.plunger_steps += n
             p.reservoir_steps = p.reservoir_steps - n if n < p.reservoir_steps else 0
-        p.res_state = P.PRIMED if b == 1 else P.READY
+        p.res_state = "primed" if b == 1 else "ready"
         p.prime_run = 0
-    elif kind == H.TIME_SET:
+    elif kind == _TIME_SET:
         p.clock_offset_s = a - t
-    elif kind == H.LIMIT_HOLD:
+    elif kind == _LIMIT_HOLD:
         p.holding = True
     if d <= 0:
         return 0

@@ -3,24 +3,30 @@
 #   -> cannula_fill {mU, default 300} -> resume
 # Delivery is impossible until the workflow completes. Priming and cannula fill are counted
 # apart from therapy (prime_steps), never as basal or bolus.
+from micropython import const
+
 from ..core import Refused
 from ..core import pump as P
-from ..core.history import RESERVOIR, RESUME
 from . import check_int, only, opt
+
+_PRIME_MAX_STEPS = const(6000)  # 30 U: the longest prime (cmd/service.py stops it there)
+_CANNULA_FILL_MU = const(300)  # 0.3 U, the soft-cannula fill volume of common infusion sets
+_RESUME = const(12)  # history record type (core/history.py)
+_RESERVOIR = const(14)  # history record type (core/history.py)
 
 
 def suspend(pump, args):
     only(args)
-    if pump.state == P.SUSPENDED:
+    if pump.state == "suspended":
         raise Refused("state", "already suspended (%s)" % P.REASONS[pump.reason])
     return pump.stop_delivery(1)
 
 
 def resume(pump, args):
     only(args)
-    if pump.state == P.RUNNING:
+    if pump.state == "running":
         raise Refused("state", "already running")
-    if pump.res_state != P.READY:
+    if pump.res_state != "ready":
         raise Refused("reservoir", "finish the reservoir change first (now: %s)" % pump.res_state)
     if pump.reservoir_steps == 0:
         raise Refused("reservoir", "the reservoir is empty; change it")
@@ -34,53 +40,53 @@ def resume(pump, args):
         pump.enc0 = None
         if pump.occ is not None:
             pump.occ.reset()
-    pump.state = P.RUNNING
+    pump.state = "running"
     pump.reason = 0
-    pump.record(RESUME)
-    pump.emit("state", {"state": P.RUNNING, "reason": "user"})
+    pump.record(_RESUME)
+    pump.emit("state", {"state": "running", "reason": "user"})
     pump.show("ok", "chirp")
-    return {"state": P.RUNNING}
+    return {"state": "running"}
 
 
 def rewind(pump, args):
     only(args)
     need_suspended(pump, "rewinding")
-    if pump.res_state in (P.REWINDING, P.PRIMING, P.FILLING):
+    if pump.res_state in ("rewinding", "priming", "filling"):
         raise Refused("state", "the motor is busy (%s)" % pump.res_state)
-    pump.res_state = P.REWINDING
+    pump.res_state = "rewinding"
     pump.prime_run = 0
     pump.reservoir_steps = 0  # the old reservoir is coming out
-    pump.emit("reservoir", {"state": P.REWINDING, "plunger_steps": pump.plunger_steps})
-    return {"state": P.REWINDING, "plunger_steps": pump.plunger_steps}
+    pump.emit("reservoir", {"state": "rewinding", "plunger_steps": pump.plunger_steps})
+    return {"state": "rewinding", "plunger_steps": pump.plunger_steps}
 
 
 def reservoir_insert(pump, args):
     only(args, "mU")
-    if pump.res_state != P.REWOUND:
+    if pump.res_state != "rewound":
         raise Refused("state", "rewind before inserting a reservoir (now: %s)" % pump.res_state)
     m = pump.mech
     mu = check_int(opt(args, "mU", -1), "mU", 1000, m.mu_from_steps(m.capacity_steps))
     steps = m.steps_from_mu(mu, "reservoir")
     pump.reservoir_steps = steps
-    pump.res_state = P.INSERTED
-    pump.record(RESERVOIR, steps)
-    pump.emit("reservoir", {"state": P.INSERTED, "reservoir_mU": mu})
-    return {"state": P.INSERTED, "reservoir_mU": mu, "reservoir_steps": steps}
+    pump.res_state = "inserted"
+    pump.record(_RESERVOIR, steps)
+    pump.emit("reservoir", {"state": "inserted", "reservoir_mU": mu})
+    return {"state": "inserted", "reservoir_mU": mu, "reservoir_steps": steps}
 
 
 def prime_start(pump, args):
     only(args)
-    if pump.res_state not in (P.INSERTED, P.PRIMED):
+    if pump.res_state not in ("inserted", "primed"):
         raise Refused("state", "insert a reservoir before priming (now: %s)" % pump.res_state)
-    pump.res_state = P.PRIMING
+    pump.res_state = "priming"
     pump.prime_run = 0
-    pump.emit("reservoir", {"state": P.PRIMING})
-    return {"state": P.PRIMING, "max_mU": pump.mech.mu_from_steps(P.PRIME_MAX_STEPS)}
+    pump.emit("reservoir", {"state": "priming"})
+    return {"state": "priming", "max_mU": pump.mech.mu_from_steps(_PRIME_MAX_STEPS)}
 
 
 def prime_stop(pump, args):
     only(args)
-    if pump.res_state != P.PRIMING:
+    if pump.res_state != "priming":
         raise Refused("state", "not priming")
     from .service import prime_stop as stop
 
@@ -90,15 +96,15 @@ def prime_stop(pump, args):
 def cannula_fill(pump, args):
     """{mU: 0..1000, default 300}; 0 for a steel cannula that needs no fill."""
     only(args, "mU")
-    if pump.res_state != P.PRIMED:
+    if pump.res_state != "primed":
         raise Refused("state", "prime the tubing before filling the cannula (now: %s)" % pump.res_state)
-    mu = check_int(opt(args, "mU", P.CANNULA_FILL_MU), "mU", 0, 1000)
+    mu = check_int(opt(args, "mU", _CANNULA_FILL_MU), "mU", 0, 1000)
     steps = pump.mech.steps_from_mu(mu, "cannula fill")
     if steps > pump.reservoir_steps:
         raise Refused("reservoir", "not enough insulin left to fill the cannula")
     pump.fill_target = steps
     pump.prime_run = 0
-    pump.res_state = P.FILLING if steps else P.READY
+    pump.res_state = "filling" if steps else "ready"
     if not steps:
         ready(pump)
     pump.emit("reservoir", {"state": pump.res_state, "cannula_mU": mu})

@@ -5,8 +5,15 @@
 import json
 from binascii import unhexlify
 
+from micropython import const
+
 from . import FILE, PROFILES, check_int
 from ._limits import SPEC
+
+# core/cgm.py CgmLink.v slots
+_LOSS_S = const(7)
+_LOW = const(8)
+_HIGH = const(9)
 
 
 def load(pump):
@@ -56,6 +63,7 @@ def load(pump):
         check_int(al[0], "alarm", 0, 100000)
         check_int(al[1], "alarm", 0, 72)
         check_int(al[2], "alarm", 0, 86400)
+        _cgm_checked(doc.get("cgm"))
     except Exception:  # noqa: BLE001 - any fault in stored settings: keep the safe defaults
         return False
     for k in SPEC:
@@ -69,6 +77,31 @@ def load(pump):
     pump.clock_offset_s = offset
     pump.res_low_mu, pump.res_low_h, pump.auto_off_s = al[0], al[1], al[2]
     return True
+
+
+def _cgm_checked(g):
+    """The stored CGM settings [pairing hex, low, high, loss_s] (cmd/cgm_cmd.py's ranges), or None."""
+    if g is None:
+        return None
+    p = unhexlify(g[0])
+    if len(p) != 7 or not 0 <= g[1] <= 150 or not 0 <= g[2] <= 400 or not 600 <= g[3] <= 7200:
+        raise ValueError("cgm")
+    return p
+
+
+def cgm(pump):
+    """The CGM client's pairing and alerts, into pump.cgm. Boot makes the client after the
+    recovery overlay (the radio's heap would not fit beside it), so after load()."""
+    raw = pump.storage.read(FILE) if pump.storage is not None else None
+    try:
+        g = json.loads(raw).get("cgm") if raw else None
+        p = _cgm_checked(g)
+    except Exception:  # noqa: BLE001 - load() already judged the file; here: stay unpaired
+        return
+    if p is not None:
+        c = pump.cgm
+        c.pair[:] = p
+        c.v[_LOW], c.v[_HIGH], c.v[_LOSS_S] = g[1], g[2], g[3]
 
 
 class _Scratch:

@@ -7,7 +7,7 @@ def status(pump, args):
     only(args)
     m = pump.mech
     p = pump.profiles
-    st = {"state": pump.state, "reason": P.REASONS[pump.reason] if pump.state == P.SUSPENDED else "",
+    st = {"state": pump.state, "reason": P.REASONS[pump.reason] if pump.state == "suspended" else "",
           "reservoir_state": pump.res_state, "uptime_s": pump.uptime_s, "local_s": pump.local_s(),
           "minute_of_day": pump.minute_of_day(), "profile": p.names[p.active], "basal_mUh": pump.basal_rate(),
           "basal_delivered_mU": m.mu_from_steps(pump.basal_steps),

@@ -1,6 +1,9 @@
 # The pump clock and reading the limits.
-from ..core.history import TIME_SET
+from micropython import const
+
 from . import arg, check_int, commit, only
+
+_TIME_SET = const(15)  # history record type (core/history.py)
 
 
 def time_get(pump, args):
@@ -21,7 +24,7 @@ def time_set(pump, args):
     def undo():
         pump.clock_offset_s = old_offset
     commit(pump, undo)
-    pump.record(TIME_SET, new, old)
+    pump.record(_TIME_SET, new, old)
     pump.emit("time", {"local_s": new, "previous_s": old})
     return {"local_s": new, "previous_s": old, "minute_of_day": pump.minute_of_day()}
 

@@ -1,8 +1,11 @@
 # Temporary basal rates.
+from micropython import const
+
 from .. import lib as overlay
 from ..core import Refused
-from ..core.history import TEMP_START
 from . import int_arg, only
+
+_TEMP_START = const(3)  # history record type (core/history.py)
 
 
 def temp_basal(pump, args):
@@ -28,7 +31,7 @@ def temp_basal(pump, args):
     old = pump.end_temp(2)
     pump.tb_pct, pump.tb_rate, pump.tb_min, pump.tb_steps = pct, rate, minutes, 0
     pump.tb_end = pump.uptime_s + minutes * 60
-    pump.record(TEMP_START, pct, minutes)
+    pump.record(_TEMP_START, pct, minutes)
     info = {"phase": "started", "percent": pct, "rate_mUh": rate, "minutes": minutes, "replaced": old}
     pump.emit("temp_basal", info)
     return info

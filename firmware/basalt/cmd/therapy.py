@@ -2,7 +2,11 @@
 # its bolus_info/_bolus_end/end_temp). An overlay: they run when a bolus or temp basal reports
 # progress or ends, not every tick. The pump stops the motor and accounts the steps itself
 # before it calls here, and clears the therapy even if this cannot load.
-from ..core.history import BOLUS_CANCEL, BOLUS_DONE, TEMP_END
+from micropython import const
+
+_TEMP_END = const(4)  # history record type (core/history.py)
+_BOLUS_DONE = const(6)  # history record type (core/history.py)
+_BOLUS_CANCEL = const(7)  # history record type (core/history.py)
 
 
 def bolus_info(pump, kind, phase):
@@ -22,10 +26,10 @@ def bolus_info(pump, kind, phase):
 def bolus_end(pump, kind, phase):
     info = bolus_info(pump, kind, phase)
     if phase == "complete":
-        pump.record(BOLUS_DONE, info["delivered_steps"], kind)
+        pump.record(_BOLUS_DONE, info["delivered_steps"], kind)
     else:
         req = info["requested_steps"]
-        pump.record(BOLUS_CANCEL, info["delivered_steps"], req if kind == 1 else -req)
+        pump.record(_BOLUS_CANCEL, info["delivered_steps"], req if kind == 1 else -req)
     pump.emit("bolus", info)
     if kind == 1:
         pump.nb_req = pump.nb_done = 0
@@ -40,7 +44,7 @@ def temp_end(pump, how):
     info = {"phase": "ended" if how == 1 else "cancelled", "percent": pump.tb_pct, "rate_mUh": pump.tb_rate,
             "minutes": pump.tb_min, "delivered_mU": pump.mech.mu_from_steps(pump.tb_steps),
             "delivered_steps": pump.tb_steps}
-    pump.record(TEMP_END, pump.tb_steps, how)
+    pump.record(_TEMP_END, pump.tb_steps, how)
     pump.tb_end = 0
     pump.tb_pct = -1
     pump.emit("temp_basal", info)

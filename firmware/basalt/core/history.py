@@ -25,26 +25,29 @@ FMT = "<IIBBii"
 LOGS = {"h": (REC, 128, 16), "s": (130, 30, 2, "<II30i")}
 CKPT = const(10)  # steps: 0.05 U on the reference mechanism
 
-# record types; a and b carry the amounts actually delivered, in steps, where there are any
-PROFILE_SELECT = const(1)  # a = profile index
-PROFILE_SET = const(2)  # a = profile index, b = daily total (steps)
-TEMP_START = const(3)  # a = percent (or -1), b = minutes
-TEMP_END = const(4)  # a = basal steps delivered during it, b = 1 ended, 2 cancelled, 3 interrupted (restart)
-BOLUS_REQUEST = const(5)  # a = normal steps, b = extended steps
-BOLUS_DONE = const(6)  # a = delivered steps, b = kind (1 normal, 2 extended)
-BOLUS_CANCEL = const(7)  # a = delivered steps, b = requested steps (b < 0: extended)
-LIMIT_REFUSED = const(8)  # a = limit code (1 hour, 2 day, 3 bolus, 4 basal), b = amount asked in mU (mU/h for 4)
-PRIME = const(9)  # a = steps primed, b = 1 tubing, 2 cannula
-REWIND = const(10)  # a = steps retracted
-SUSPEND = const(11)  # a = reason code
-RESUME = const(12)
-ALARM = const(13)  # a = alarm code, b = priority (3 high, 2 medium, 1 low)
-RESERVOIR = const(14)  # a = fill steps
-TIME_SET = const(15)  # a = new local time (s since 2000), b = old
-LIMIT_HOLD = const(16)  # a = steps withheld by the delivery backstop
-ALARM_CLEAR = const(17)  # a = alarm code, b = 1 acknowledged (still active), 2 cleared
-BACKOFF = const(18)  # a = steps retracted to relieve an occlusion
-# 19 boot, 20 repair, 21 bolus_interrupted: written only at boot (cmd/recover.py defines them)
+# Record types (the host's names: host/render.py RECORD_NAMES). Each module that writes or reads
+# one defines it as a private constant, which costs no heap (tests/test_record_types.py checks
+# they agree); a and b carry the amounts actually delivered, in steps, where there are any:
+#    1 profile_select  a = profile index
+#    2 profile_set     a = profile index, b = daily total (steps)
+#    3 temp_start      a = percent (or -1), b = minutes
+#    4 temp_end        a = basal steps delivered during it, b = 1 ended, 2 cancelled, 3 interrupted (restart)
+#    5 bolus_request   a = normal steps, b = extended steps
+#    6 bolus_done      a = delivered steps, b = kind (1 normal, 2 extended)
+#    7 bolus_cancel    a = delivered steps, b = requested steps (b < 0: extended)
+#    8 limit_refused   a = limit code (1 hour, 2 day, 3 bolus, 4 basal), b = amount asked in mU (mU/h for 4)
+#    9 prime           a = steps primed, b = 1 tubing, 2 cannula
+#   10 rewind          a = steps retracted
+#   11 suspend         a = reason code
+#   12 resume
+#   13 alarm           a = alarm code, b = priority (3 high, 2 medium, 1 low)
+#   14 reservoir       a = fill steps
+#   15 time_set        a = new local time (s since 2000), b = old
+#   16 limit_hold      a = steps withheld by the delivery backstop
+#   17 alarm_clear     a = alarm code, b = 1 acknowledged (still active), 2 cleared
+#   18 backoff         a = steps retracted to relieve an occlusion
+#   19 boot, 20 repair, 21 bolus_interrupted: written only at boot (cmd/recover.py)
+#   22 cgm (a = mg/dL, b = time offset min), 23 cgm_rejected (a = reason, b = time offset): cgm/client.py
 
 # reservoir workflow states, in the journal's code order (core/pump.py names them)
 RES = ("none", "rewinding", "rewound", "inserted", "priming", "primed", "filling", "ready")

@@ -2,47 +2,42 @@
 # Commands that configure it live in basalt/cmd (overlays loaded per command); this module
 # holds only what every tick needs, and the few actions the safety paths must always reach.
 #
-# States      SUSPENDED <-> RUNNING. Delivery happens only while RUNNING, and RUNNING is only
-#             reachable when the reservoir workflow is complete (res_state == READY).
-# Reservoir   NONE/READY --rewind--> REWINDING --(home)--> REWOUND --insert--> INSERTED
-#             --prime_start--> PRIMING --prime_stop--> PRIMED --cannula_fill--> FILLING --> READY
+# States      _SUSPENDED <-> _RUNNING. Delivery happens only while _RUNNING, and _RUNNING is only
+#             reachable when the reservoir workflow is complete (res_state == _READY).
+# Reservoir   _NONE/_READY --rewind--> _REWINDING --(home)--> _REWOUND --insert--> _INSERTED
+#             --prime_start--> _PRIMING --prime_stop--> _PRIMED --cannula_fill--> _FILLING --> _READY
 # Therapy     basal from the active profile at local time of day, or a temp basal; one normal
 #             and one extended bolus at a time (a combo is one of each). Every emitted step is
 #             accounted from the motor's counter; totals, reservoir and plunger are exact.
 from micropython import const
 
 from .. import lib as overlay
-from . import RETRACT, Delivery, Limits, Profiles, Windows
-from .history import (
-    ALARM,
-    ALARM_CLEAR,
-    BACKOFF,
-    LIMIT_HOLD,
-    SUSPEND,
-    History,
-)
+from . import RETRACT
 
-RUNNING = "running"
-SUSPENDED = "suspended"
+_SUSPEND = const(11)  # history record type (core/history.py)
+_ALARM = const(13)  # history record type (core/history.py)
+_LIMIT_HOLD = const(16)  # history record type (core/history.py)
+_ALARM_CLEAR = const(17)  # history record type (core/history.py)
+_BACKOFF = const(18)  # history record type (core/history.py)
+
+_RUNNING = const("running")
+_SUSPENDED = const("suspended")
 
 # reservoir workflow
-NONE = "none"
-REWINDING = "rewinding"
-REWOUND = "rewound"
-INSERTED = "inserted"
-PRIMING = "priming"
-PRIMED = "primed"
-FILLING = "filling"
-READY = "ready"
+_NONE = const("none")
+_REWINDING = const("rewinding")
+_REWOUND = const("rewound")
+_INSERTED = const("inserted")
+_PRIMING = const("priming")
+_PRIMED = const("primed")
+_FILLING = const("filling")
+_READY = const("ready")
 
 # suspend reasons (history code = index)
 REASONS = ("boot", "user", "reservoir_empty", "fault", "reservoir", "occlusion", "motor_fault", "battery_depleted",
            "auto_off", "reservoir_removed")
 
-PROGRESS_EVERY_S = 5  # bolus progress events while a bolus runs
-PRIME_HZ = 40  # 12 U/min: tubing prime speed
-PRIME_MAX_STEPS = 6000  # 30 U: a prime that long means something is wrong; stop it
-CANNULA_FILL_MU = 300  # 0.3 U, the soft-cannula fill volume of common infusion sets
+_PROGRESS_EVERY_S = const(5)  # bolus progress events while a bolus runs
 
 # Hardware checks on every tick's readings (docs/alarms.md, docs/hazards.md)
 _ENC_TOL = const(2)  # encoder counts of disagreement tolerated before a motor fault
@@ -57,61 +52,9 @@ _AUTO_OFF_GRACE_S = const(60)  # the auto-off alarm sounds this long before deli
 
 class Pump:
     def __init__(self, motor, mech, emit=None, annunciator=None):
-        self.mech = mech
-        self.delivery = Delivery(motor, mech)
-        self.emit = emit or (lambda name, data: None)
-        self.annunciator = annunciator  # buzzer + LED (HAL); the alarm system (next issue) drives more
-        self.storage = None  # the storage HAL, for the settings overlays (cmd/_save.py, cmd/settings.py)
-        self.limits = Limits()
-        self.profiles = Profiles()
-        self.win = Windows()
-        self.history = History()
-        self.calc = None  # bolus calculator settings (cmd/calc_cfg.py), None until set
-        self.state = SUSPENDED
-        self.reason = 0
-        self.res_state = NONE
-        self.uptime_s = 0
-        self.clock_offset_s = 0  # local time (s since 2000-01-01) minus uptime
-        self.reservoir_steps = 0
-        self.plunger_steps = 0  # forward travel since the plunger was last home
-        self.basal_steps = 0  # lifetime totals, in steps
-        self.bolus_steps = 0
-        self.prime_steps = 0
-        self.extra_steps = 0  # emitted beyond any command (motor fault)
-        self.prime_run = 0  # steps of the prime/fill in progress
-        self.fill_target = 0
-        self.bolus_id = 0
-        self.nb_req = self.nb_done = 0  # normal bolus: requested / emitted steps (0 = none)
-        self.nb_id = 0
-        self.xb_req = self.xb_done = 0  # extended bolus
-        self.xb_dur = self.xb_start = self.xb_id = 0
-        self.tb_end = 0  # temp basal: end uptime (0 = none)
-        self.tb_pct = -1  # percent of the profile, or -1 for an absolute rate
-        self.tb_rate = 0
-        self.tb_min = 0
-        self.tb_steps = 0
-        self.train_in_temp = False
-        self.holding = False  # the limit backstop is withholding delivery
-        self.cap_hour = self.cap_day = 0
-        self.set_caps()
-        # hardware checks (app.build hands these in; None/0 = the board lacks the part)
-        self.hw = None  # the HAL: sense() -> [pressure, battery, flags, encoder], enable(on)
-        self.occ = None  # core/occlusion.Occlusion
-        self.enc_k = 0  # encoder counts per step
-        self.enc0 = None  # encoder reading when plunger_steps was 0 (see _check)
-        self.enc_last = 0  # the previous encoder reading
-        self.batt_mv = 0  # battery mV at ADC full scale
-        self.lowv = 0  # consecutive low battery readings
-        self.fwd = 0  # forward steps the last train emitted (what the force reading follows)
-        self.relief = 0  # occlusion back-off: steps still allowed (0 = not relieving)
-        # alarms: state per code (0 off, 1 active, 2 acknowledged), when raised, next reminder
-        self.alarm_st = bytearray(len(ALARMS))
-        self.alarm_t = [0] * len(ALARMS)
-        self.remind = 0
-        self.res_low_mu = 20000  # low-reservoir alert: below this many mU ...
-        self.res_low_h = 0  # ... or, when set, below this many hours at the current rate
-        self.auto_off_s = 0  # auto-off after this long without user interaction (0 = off)
-        self.user_t = 0  # uptime of the last user interaction
+        # Every attribute, with what it means, is set in basalt/cmd/_init.py: an overlay, run
+        # once, so the constructor's bytecode does not stay in the heap with the class.
+        overlay.call("_init", "pump", self, motor, mech, emit, annunciator)
 
     # ---- time -------------------------------------------------------------------------
     def local_s(self):
@@ -122,7 +65,7 @@ class Pump:
 
     def basal_rate(self):
         """The basal rate in force now, mU/h (0 when not running)."""
-        if self.state != RUNNING:
+        if self.state != _RUNNING:
             return 0
         r = self.profiles.rate_at(self.minute_of_day())
         if self.tb_end:
@@ -146,6 +89,8 @@ class Pump:
         self.win.advance(u)
         if self.hw is not None:
             self._check(self.hw.sense())
+        if self.cgm is not None and self.cgm.pair[0]:
+            self.cgm.tick(self, u)  # the CGM client (core/cgm.py), when paired
         if self.remind and self.uptime_s >= self.remind:  # (a negative remind is due at once)
             try:
                 overlay.call("alarm", "remind", self)
@@ -160,22 +105,22 @@ class Pump:
                 self.relief = -n if n == self.relief else self.relief - n  # < 0: last train out
                 self.delivery.service(n, RETRACT)
                 return
-            self.record(BACKOFF, self.prime_run)
+            self.record(_BACKOFF, self.prime_run)
             self.emit("reservoir", {"state": "relieved", "backoff_steps": self.prime_run})
             self.relief = 0
-        if self.res_state in (REWINDING, PRIMING, FILLING):
+        if self.res_state in (_REWINDING, _PRIMING, _FILLING):
             # Reservoir change (suspended): the rewind/prime/fill step lives in an overlay, as it
             # runs only for the minutes a reservoir change takes.
             overlay.call("service", "tick", self)
             return
-        if self.state != RUNNING:
+        if self.state != _RUNNING:
             return
         if self.reservoir_steps == 0:
             self.halt(2, "reservoir_empty")
             return
         if u % 60 == 0:
             self._minute(u)
-            if self.state != RUNNING:
+            if self.state != _RUNNING:
                 return
         d = self.delivery
         if self.tb_end and self.tb_pct < 0:
@@ -204,7 +149,7 @@ class Pump:
             basal -= held  # withheld basal is dropped, not owed later: the limit wins
             if not self.holding:  # latched: one alarm per episode, however long it holds
                 self.holding = True
-                self.record(LIMIT_HOLD, n - basal - ext - normal)
+                self.record(_LIMIT_HOLD, n - basal - ext - normal)
                 self.alarm("limit_hold")
         elif self.holding and n and self.win.hour_sum + n <= self.cap_hour // 2:
             self.holding = False  # clear once well inside the limit again
@@ -217,7 +162,7 @@ class Pump:
         self.train_in_temp = self.tb_end != 0
         self.history.sync(self, basal + ext + normal)  # snapshot first if this train could pass the bound
         d.start(basal, ext, normal)
-        if (self.nb_req or self.xb_req) and self.uptime_s % PROGRESS_EVERY_S == 0:
+        if (self.nb_req or self.xb_req) and self.uptime_s % _PROGRESS_EVERY_S == 0:
             if self.nb_req:
                 self.emit("bolus", self.bolus_info(1, "progress"))
             if self.xb_req and self.uptime_s % 60 == 0:
@@ -232,7 +177,7 @@ class Pump:
         if direction == RETRACT:
             self.plunger_steps -= service + extra
             self.prime_run += service
-            if self.res_state == READY:  # occlusion back-off: the insulin comes back
+            if self.res_state == _READY:  # occlusion back-off: the insulin comes back
                 self.reservoir_steps += service
             return
         used = basal + ext + normal + service + extra
@@ -273,9 +218,9 @@ class Pump:
                 self.relief = 0
             self.enc_last = s[3]
         if not s[2] & 1:  # the reservoir switch: nothing seated
-            if self.res_state not in (NONE, REWINDING, REWOUND):
+            if self.res_state not in (_NONE, _REWINDING, _REWOUND):
                 self.halt(9, "reservoir_removed")
-                self.res_state = NONE  # a full reservoir change is needed now
+                self.res_state = _NONE  # a full reservoir change is needed now
                 self.reservoir_steps = 0
                 self.relief = 0
         elif self.alarm_st[10]:
@@ -295,7 +240,7 @@ class Pump:
                 if mv > _BATT_CLEAR_MV:
                     self.clear_alarm(7)
                     self.clear_alarm(8)
-        if self.occ is not None and self.occ.update(s[0], self.fwd) and self.state == RUNNING:
+        if self.occ is not None and self.occ.update(s[0], self.fwd) and self.state == _RUNNING:
             self.halt(5, "occlusion")
             # now relieve the pressure, so that clearing the line cannot push a bolus; the
             # detector knows how many steps went into the blocked line
@@ -337,7 +282,7 @@ class Pump:
         """Stop the motor now, account exactly, end boluses and any temp basal, and suspend."""
         self._settle(True)
         m = self.mech
-        out = {"state": SUSPENDED, "bolus_cancelled": None, "extended_cancelled": None, "temp_cancelled": None,
+        out = {"state": _SUSPENDED, "bolus_cancelled": None, "extended_cancelled": None, "temp_cancelled": None,
                "delivered_mU": m.mu_from_steps(self.basal_steps + self.bolus_steps),
                "last_hour_mU": m.mu_from_steps(self.win.hour_sum)}
         try:
@@ -348,11 +293,11 @@ class Pump:
             out["temp_cancelled"] = self.end_temp(2)
         except Exception:  # noqa: BLE001 - the report could not load: stop them all the same
             self.nb_req = self.xb_req = self.tb_end = 0
-        if self.state != SUSPENDED:
-            self.state = SUSPENDED
+        if self.state != _SUSPENDED:
+            self.state = _SUSPENDED
             self.reason = reason
-            self.record(SUSPEND, reason)
-            self.emit("state", {"state": SUSPENDED, "reason": REASONS[reason]})
+            self.record(_SUSPEND, reason)
+            self.emit("state", {"state": _SUSPENDED, "reason": REASONS[reason]})
             self.show("warn")
         return out
 
@@ -374,7 +319,7 @@ class Pump:
             return
         self.alarm_st[c] = 1
         self.alarm_t[c] = self.uptime_s
-        self.record(ALARM, c, PRIO[c])
+        self.record(_ALARM, c, PRIO[c])
         ev = {"alarm": name, "priority": LEVELS[PRIO[c]], "state": "active"}
         if detail:
             ev["detail"] = detail
@@ -399,7 +344,7 @@ class Pump:
         if not self.alarm_st[c] or self.alarm_st[c] == 2 and how == 1:
             return
         self.alarm_st[c] = 0 if how == 2 else 2
-        self.record(ALARM_CLEAR, c, how)
+        self.record(_ALARM_CLEAR, c, how)
         self.emit("alarm", {"alarm": ALARMS[c], "priority": LEVELS[PRIO[c]],
                             "state": "cleared" if how == 2 else "acknowledged"})
         self.remind = -self.uptime_s  # next tick the reminder sorts out what still sounds (< 0: quietly)
@@ -413,7 +358,7 @@ class Pump:
             self.delivery.motor.stop()
             self.delivery.t_basal = self.delivery.t_ext = self.delivery.t_normal = self.delivery.t_service = 0
             self.nb_req = self.xb_req = 0
-            self.state = SUSPENDED
+            self.state = _SUSPENDED
             self.reason = 3
         self.relief = 0
         self.alarm("fault", detail)
@@ -422,12 +367,13 @@ class Pump:
         return self.history.add(self.storage, self.uptime_s, kind, a, b)
 
 
-# Alarm codes (history ALARM a = code) and their priorities (3 high, 2 medium, 1 low):
+# Alarm codes (history _ALARM a = code) and their priorities (3 high, 2 medium, 1 low):
 # docs/alarms.md has the rules and docs/hazards.md the hazards each one controls.
 ALARMS = ("", "reservoir_empty", "fault", "limit_hold", "settings_lost", "occlusion", "reservoir_low",
           "battery_low", "battery_depleted", "motor_fault", "reservoir_removed", "auto_off",
-          "unexpected_restart", "bolus_interrupted")
-PRIO = b"\x00\x03\x03\x03\x02\x03\x01\x02\x03\x03\x03\x03\x02\x02"
+          "unexpected_restart", "bolus_interrupted", "cgm_signal_loss", "cgm_session_ended", "cgm_sensor_error",
+          "glucose_low", "glucose_high")
+PRIO = b"\x00\x03\x03\x03\x02\x03\x01\x02\x03\x03\x03\x03\x02\x02\x02\x02\x02\x03\x02"
 LEVELS = ("", "low", "medium", "high")
 
 

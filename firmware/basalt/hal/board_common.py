@@ -186,6 +186,13 @@ class Hal:
         c = machine.reset_cause()
         return "wdt" if c == machine.WDT_RESET else "soft" if c == machine.SOFT_RESET else "power"
 
+    def radio(self):
+        """The `bluetooth` module (ESP32 and Pico W builds have it), or None."""
+        try:
+            return __import__("bluetooth")
+        except ImportError:
+            return None
+
     def health(self):
         gc.collect()
         return {"heap_free": gc.mem_free(), "heap_alloc": gc.mem_alloc()}

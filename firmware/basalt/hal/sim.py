@@ -28,49 +28,21 @@
 # reservoir seated, enc = the motor encoder's cumulative position (counts, forward positive).
 import gc
 import select
-import socket
 
 from micropython import const
 
-from ..lib.filestore import FileStore
+from .. import lib as overlay
 
 TICK_MS = 1000
 _GC_EVERY_TICKS = const(600)  # sample the live heap every 10 simulated minutes
-_RX = const(256)  # longest bus line (radio lines carry hex payloads)
+_RX = const(256)  # longest bus line (radio lines carry hex payloads): sim_boot.py allocates rx
 BUS = None  # the Hal, for the radio shim (boards/sim/bluetooth.py)
 
 
 class Hal:
-    def __init__(self, bus_port, console_port, root, reset="power"):
-        global BUS
-        BUS = self
-        gc.threshold(4096)  # in a 64 KB heap fragmentation, not total use, is what fails
-        self.clock = self.motor = self.console = self.annunciator = self
-        self.cause = reset
-        self.sensed = [512, 2606, 1, 0]  # nominal until the harness's first S: zero force, 4.2 V
-        self.ble = None  # the radio shim, once imported: rx(line) per b line, deliver() per wait
-        self.waiting = self.reply = None  # request(): the prefix awaited, the line that came
-        self.wdt_ms = self.fed = 0
-        self.storage = FileStore(root)
-        self.poller = p = select.poll()
-        self.bus = s = socket.socket()
-        s.connect(socket.getaddrinfo("127.0.0.1", bus_port)[0][-1])
-        s.setsockopt(6, 1, 1)  # IPPROTO_TCP, TCP_NODELAY: unanswered lines must not wait 40 ms
-        self.rx = bytearray(_RX)
-        self.rx_len = 0
-        p.register(s, select.POLLIN)
-        self.listener = s = socket.socket()
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(socket.getaddrinfo("127.0.0.1", console_port)[0][-1])
-        s.listen(1)
-        p.register(s, select.POLLIN)
-        self.client = None
-        self.port = console_port
-        self.now = self.granted = self.ticks = self.peak = 0
-        self.next_tick = TICK_MS
-        self.acked = -1
-        self.t0 = self.n = self.final = 0
-        self.hz = 1
+    # No constructor here: basalt/hal/sim_boot.py makes the board at boot (bus and console
+    # sockets, storage; every attribute is listed there) and is then dropped, so that code does
+    # not stay in the heap.
 
     # ---- bus ----------------------------------------------------------------------------
     def send(self, line):
@@ -272,22 +244,11 @@ class Hal:
     def reset_cause(self):
         return self.cause
 
+    def radio(self):
+        """The `bluetooth` module (boards/sim/bluetooth.py), when the harness attached a radio."""
+        return __import__("bluetooth") if self.has_radio else None
+
 
 def make_hal(board, argv):
-    if board.TICK_MS != TICK_MS:
-        raise ValueError("the core's control period is 1000 ms")
-
-    def opt(key, default=None):
-        for i in range(0, len(argv) - 1, 2):
-            if argv[i] == key:
-                return argv[i + 1]
-        if default is None:  # MicroPython sockets have no getsockname(), so the harness picks both ports
-            raise ValueError("the simulator HAL needs --bus PORT --console PORT (started by hil/sim)")
-        return default
-
-    cls = Hal
-    if opt("--mode", "lockstep") == "realtime":
-        from .sim_rt import RealtimeHal as cls
-    h = cls(int(opt("--bus")), int(opt("--console")), opt("--storage", "/tmp/basalt-sim"), opt("--reset", "power"))
-    h.send("R %d" % h.port)
-    return h
+    """The simulated board, made by basalt/hal/sim_boot.py (run once, then dropped)."""
+    return overlay.run("basalt.hal.sim_boot", "make_hal", board, argv)

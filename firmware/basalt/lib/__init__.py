@@ -37,8 +37,9 @@ def crc16(data, start=0, end=-1, crc=0xFFFF):
 
 
 def call(module, name, *args):
-    """basalt.cmd.<module>.<name>(*args); then every overlay is dropped, and so is the basalt.cmd
-    package, whose __init__ holds the helpers they share."""
+    """basalt.cmd.<module>.<name>(*args) (or <module>.<name> for a dotted module path: the CGM
+    client); then every overlay is dropped, and so is the basalt.cmd package, whose __init__
+    holds the helpers they share."""
     gc.collect()  # the biggest free block is what an import needs
     try:
         return run(module, name, *args)
@@ -49,24 +50,27 @@ def call(module, name, *args):
 def run(module, name, *args, **kw):
     """Call basalt.cmd.<module>.<name> and drop just that module again. Commands run their large
     helpers this way (the limit guard, the settings save), so two never sit in the heap at once."""
-    key = "basalt.cmd." + module
+    key = module if "." in module else "basalt.cmd." + module
     try:
         return getattr(__import__(key, None, None, (name,)), name)(*args, **kw)
     finally:
         if key in sys.modules:
             del sys.modules[key]
+            i = key.rfind(".")
             try:
-                delattr(sys.modules["basalt.cmd"], module)
+                delattr(sys.modules[key[:i]], key[i + 1:])
             except (AttributeError, KeyError):
                 pass
 
 
 def drop():
     """Forget every overlay module and the basalt.cmd package, so the collector can reclaim them;
-    and the frame checker (basalt.proto.frame), which the request checker loads per line."""
-    for key in [k for k in sys.modules if k.startswith("basalt.cmd") or k == "basalt.proto.frame"]:
+    and what overlays load beside them: the frame checker (basalt.proto.frame, per request line)
+    and the CGM codec (basalt.cgm, per reading)."""
+    for key in [k for k in sys.modules if k.startswith("basalt.cmd") or k.startswith("basalt.cgm")
+                or k == "basalt.proto.frame"]:
         del sys.modules[key]
-    for pkg, attr in (("basalt", "cmd"), ("basalt.proto", "frame")):
+    for pkg, attr in (("basalt", "cmd"), ("basalt", "cgm"), ("basalt.proto", "frame")):
         try:
             delattr(sys.modules[pkg], attr)
         except (AttributeError, KeyError):

@@ -1,0 +1,71 @@
+# Making the simulated board (basalt/hal/sim.py) at boot: its sockets on the harness's bus and
+# console ports, its storage, and every attribute the HAL keeps. Run once through the overlay
+# loader and dropped, so none of this stays in the heap (docs/memory.md).
+import gc
+import select
+import socket
+
+from micropython import const
+
+from ..lib.filestore import FileStore
+from . import sim
+
+_RX = const(256)  # longest bus line (radio lines carry hex payloads): sim.py's rx buffer
+
+
+def make_hal(board, argv):
+    if board.TICK_MS != sim.TICK_MS:
+        raise ValueError("the core's control period is 1000 ms")
+
+    def opt(key, default=None):
+        for i in range(0, len(argv) - 1, 2):
+            if argv[i] == key:
+                return argv[i + 1]
+        if default is None:  # MicroPython sockets have no getsockname(), so the harness picks both ports
+            raise ValueError("the simulator HAL needs --bus PORT --console PORT (started by hil/sim)")
+        return default
+
+    if opt("--mode", "lockstep") == "realtime":
+        import time
+
+        from .sim_rt import RealtimeHal
+
+        h = RealtimeHal()
+        h.boot = time.ticks_ms()  # not t0: that is the motor train start
+    else:
+        h = sim.Hal()
+    _init(h, int(opt("--bus")), int(opt("--console")), opt("--storage", "/tmp/basalt-sim"), opt("--reset", "power"))
+    h.has_radio = opt("--radio", "0") == "1"  # the harness attached a radio (hil/ble/bridge.py)
+    h.send("R %d" % h.port)
+    return h
+
+
+def _init(h, bus_port, console_port, root, reset):
+    sim.BUS = h  # for the radio shim (boards/sim/bluetooth.py)
+    gc.threshold(4096)  # in a 64 KB heap fragmentation, not total use, is what fails
+    h.clock = h.motor = h.console = h.annunciator = h
+    h.cause = reset
+    h.sensed = [512, 2606, 1, 0]  # nominal until the harness's first S: zero force, 4.2 V
+    h.ble = None  # the radio shim, once imported: rx(line) per b line, deliver() per wait
+    h.waiting = h.reply = None  # request(): the prefix awaited, the line that came
+    h.wdt_ms = h.fed = 0
+    h.storage = FileStore(root)
+    h.poller = p = select.poll()
+    h.bus = s = socket.socket()
+    s.connect(socket.getaddrinfo("127.0.0.1", bus_port)[0][-1])
+    s.setsockopt(6, 1, 1)  # IPPROTO_TCP, TCP_NODELAY: unanswered lines must not wait 40 ms
+    h.rx = bytearray(_RX)
+    h.rx_len = 0
+    p.register(s, select.POLLIN)
+    h.listener = s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(socket.getaddrinfo("127.0.0.1", console_port)[0][-1])
+    s.listen(1)
+    p.register(s, select.POLLIN)
+    h.client = None
+    h.port = console_port
+    h.now = h.granted = h.ticks = h.peak = 0
+    h.next_tick = sim.TICK_MS
+    h.acked = -1
+    h.t0 = h.n = h.final = 0
+    h.hz = 1
