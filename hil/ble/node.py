@@ -41,7 +41,7 @@ class MpyNode(SimPump):
 
         def popen(argv, *a, **kw):  # SimPump runs `-m main` with MICROPYPATH=".": run ours instead
             argv = list(argv)
-            if "--bus" not in argv or argv[argv.index("-m") + 1] != "main":
+            if not any(str(a).startswith("--sim=") for a in argv) or argv[argv.index("-m") + 1] != "main":
                 return real(argv, *a, **kw)  # the build's mpy-cross runs
             argv[argv.index("-m") + 1] = self.entry
             kw["env"] = dict(kw["env"], MICROPYPATH=".:" + out_dir)

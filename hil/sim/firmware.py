@@ -151,10 +151,10 @@ class SimPump:
             self._log = open(self.log_path, "ab")
             self.proc = subprocess.Popen(
                 [self.micropython, "-X", f"heapsize={self.process_heap()}", "-m", "main",
-                 "--bus", str(ls.getsockname()[1]), "--console", str(console),
-                 "--storage", str(self.storage_dir.resolve()), "--mode", self.mode, "--reset", reset,
-                 # a radio device (hil/ble/bridge.py BleBridge) attached: the firmware may use it
-                 "--radio", "1" if self.has_radio else "0"],
+                 # one argument (each one is a name interned in the heap for good): bus port, console
+                 # port, mode, reset cause, radio (a BleBridge attached: the firmware may use it), storage
+                 f"--sim={ls.getsockname()[1]},{console},{self.mode},{reset},{int(self.has_radio)},"
+                 f"{self.storage_dir.resolve()}"],
                 stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=tree)
             try:
                 self._sock, _ = ls.accept()

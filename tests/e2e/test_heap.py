@@ -65,12 +65,13 @@ def test_no_qstr_pool_is_allocated_after_boot():
     assert n["steady_pools"] == n["boot_pools"], (
         f"{n['steady']} names need a qstr pool boot did not allocate (boot has {n['boot']}; the pool past "
         f"{max(p for p in POOL_LIMITS if p <= n['steady'])} names comes while a command runs)")
-    # A running pump has ~35 names this count cannot see (the board module's constants, the
-    # command line, the boot code): 593 after the worst case, measured with qstr_info in the loop.
+    # A running pump has ~50 names this count cannot see (the board module's constants, the
+    # command line, the boot code, the sim board's making): 602 after the worst case, measured
+    # with micropython.qstr_info() in the loop, against 553 counted here.
     assert n["steady"] + _UNSEEN_NAMES < n["next_pool_at"], n["steady"]
 
 
-_UNSEEN_NAMES = 40
+_UNSEEN_NAMES = 50
 
 
 @pytest.mark.xfail(strict=True, reason="KNOWN GAP (issue 5, docs/memory.md): with the CGM client, once every "

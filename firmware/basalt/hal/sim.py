@@ -45,6 +45,9 @@ class Hal:
     # not stay in the heap.
 
     # ---- bus ----------------------------------------------------------------------------
+    # Bus lines are formatted "%c %d ..." with the letter as a number: each distinct short format
+    # string is a name interned for good, and the firmware is near MicroPython's qstr pool limit
+    # (docs/memory.md); three formats serve every line.
     def send(self, line):
         data = ("@" + line + "\n").encode()
         while data:
@@ -147,7 +150,7 @@ class Hal:
         if self.ble:
             self.ble.deliver()
         if self.wdt_ms and self.now - self.fed > self.wdt_ms:
-            self.send("T %d" % self.now)
+            self.send("%c %d" % (84, self.now))
             raise SystemExit(3)  # the watchdog resets the board
         if self.next_tick <= self.granted:
             self.now = self.next_tick
@@ -159,7 +162,7 @@ class Hal:
         self.now = self.granted
         if self.acked != self.granted:
             self.acked = self.granted
-            self.send("A %d" % self.granted)
+            self.send("%c %d" % (65, self.granted))
         # Paused: serve the console at this instant until the harness grants more time; the
         # short timeout lets pending console output drain.
         self._poll(20)
@@ -206,7 +209,7 @@ class Hal:
 
     def enable(self, on):
         """The driver's enable pin: off de-energises the motor (stops a runaway)."""
-        self.send("E %d %d" % (self.now_ms(), 1 if on else 0))
+        self.send("%c %d %d" % (69, self.now_ms(), 1 if on else 0))
 
     def busy(self):
         return self.count() < self.n
@@ -215,19 +218,19 @@ class Hal:
         if self.final < 0:
             e = self.count()
             if e < self.n:
-                self._train("X %d %d" % (self.now_ms(), e))
+                self._train("%c %d %d" % (88, self.now_ms(), e))
             self.final = e
         return self.final
 
     # ---- annunciator --------------------------------------------------------------------
     def buzzer(self, pattern):
-        self.send("B %d %s" % (self.now_ms(), pattern))
+        self.send("%c %d %s" % (66, self.now_ms(), pattern))
 
     def led(self, pattern):
-        self.send("L %d %s" % (self.now_ms(), pattern))
+        self.send("%c %d %s" % (76, self.now_ms(), pattern))
 
     def vibrate(self, pattern):
-        self.send("V %d %s" % (self.now_ms(), pattern))
+        self.send("%c %d %s" % (86, self.now_ms(), pattern))
 
     # ---- sensors and watchdog -------------------------------------------------------------
     def sense(self):
@@ -236,7 +239,7 @@ class Hal:
     def wdt_start(self, ms):
         self.wdt_ms = ms
         self.fed = self.now
-        self.send("W %d %d" % (self.now, ms))
+        self.send("%c %d %d" % (87, self.now, ms))
 
     def wdt_feed(self):
         self.fed = self.now

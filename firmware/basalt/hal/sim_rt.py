@@ -22,7 +22,7 @@ class RealtimeHal(Hal):
         if self.ble:
             self.ble.deliver()
         if self.wdt_ms and self.now_ms() - self.fed > self.wdt_ms:
-            self.send("T %d" % self.now_ms())
+            self.send("%c %d" % (84, self.now_ms()))
             raise SystemExit(3)
         d = self.next_tick - self.now_ms()
         if d <= 0:
@@ -34,7 +34,7 @@ class RealtimeHal(Hal):
     def wdt_start(self, ms):
         self.wdt_ms = ms
         self.fed = self.now_ms()
-        self.send("W %d %d" % (self.fed, ms))
+        self.send("%c %d %d" % (87, self.fed, ms))
 
     def wdt_feed(self):
         self.fed = self.now_ms()
