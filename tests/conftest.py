@@ -102,3 +102,15 @@ def sim_dut(dut):
     if not dut.is_sim:
         pytest.skip("needs the simulator's virtual time and plant")
     return dut
+
+
+@pytest.fixture
+def no_pump(monkeypatch):
+    """Fail the test if anything tries to start a pump (the scenario tests of invalid files)."""
+    from hil.scenario import cli
+
+    def boom(*a, **kw):
+        raise AssertionError("a pump was started for an invalid file")
+
+    monkeypatch.setattr(cli, "SimTarget", boom)
+    monkeypatch.setattr(cli, "BoardTarget", boom)

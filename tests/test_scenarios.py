@@ -27,17 +27,6 @@ def write(tmp_path: Path, text: str, name: str = "s.yaml") -> Path:
     return p
 
 
-@pytest.fixture
-def no_pump(monkeypatch):
-    """Fail the test if anything tries to start a pump."""
-
-    def boom(*a, **kw):
-        raise AssertionError("a pump was started for an invalid file")
-
-    monkeypatch.setattr(cli, "SimTarget", boom)
-    monkeypatch.setattr(cli, "BoardTarget", boom)
-
-
 # ---- shipped scenarios --------------------------------------------------------------------------
 def test_shipped_scenarios_exist():
     names = {p.name for p in SHIPPED}

@@ -3,37 +3,15 @@ faults of `inject:`, the `cgm_pair` / `cgm_set` actions and the `cgm` expectatio
 before any pump starts, then run against the firmware's CGM client over the simulated radio."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
-from hil.scenario import cli
 from hil.scenario.model import CGM_STATUS_BITS, ScenarioError, parse
+from tests.test_scenarios import run, write
 
 ROOT = Path(__file__).resolve().parent.parent
 ADDR = "C0:98:E5:49:00:01"
-
-
-def run(tmp_path: Path, *files, extra=()) -> tuple[int, dict]:
-    report = tmp_path / "report.json"
-    code = cli.main([str(f) for f in files] + ["--report", str(report), *extra])
-    return code, json.loads(report.read_text())
-
-
-def write(tmp_path: Path, text: str, name: str = "s.yaml") -> Path:
-    p = tmp_path / name
-    p.write_text(text)
-    return p
-
-
-@pytest.fixture
-def no_pump(monkeypatch):
-    def boom(*a, **kw):
-        raise AssertionError("a pump was started for an invalid file")
-
-    monkeypatch.setattr(cli, "SimTarget", boom)
-    monkeypatch.setattr(cli, "BoardTarget", boom)
 
 
 # ---- the loader -----------------------------------------------------------------------------------

@@ -115,13 +115,18 @@ def test_crlf_accepted():
     assert r[0]["ok"]
 
 
-def test_retransmission_replays_instead_of_second_bolus():
-    con, srv, pump = setup()
+def ready(con, srv, pump):
+    """The reservoir workflow and a zero basal, over the protocol: a running pump."""
     ask(con, srv, req(1, "rewind"))
     pump.tick()
     for i, (c, a) in enumerate((("reservoir_insert", {"mU": 100000}), ("prime_start", None), ("prime_stop", None),
                                 ("cannula_fill", {"mU": 0}), ("basal_set", {"segments": [0, 0]}), ("resume", None))):
         assert ask(con, srv, req(10 + i, c, a))[0]["ok"], c
+
+
+def test_retransmission_replays_instead_of_second_bolus():
+    con, srv, pump = setup()
+    ready(con, srv, pump)
     f = req(4, "bolus", {"mU": 1000})
     first = ask(con, srv, f)
     again = ask(con, srv, f)  # the host never saw the reply and sent it again
@@ -138,11 +143,7 @@ def test_retransmission_of_the_older_of_two_requests_is_refused_not_executed():
     # Two remembered requests, one reply body kept (the newest): the older one's retransmission
     # is answered "duplicate" and delivers nothing more.
     con, srv, pump = setup()
-    ask(con, srv, req(1, "rewind"))
-    pump.tick()
-    for i, (c, a) in enumerate((("reservoir_insert", {"mU": 100000}), ("prime_start", None), ("prime_stop", None),
-                                ("cannula_fill", {"mU": 0}), ("basal_set", {"segments": [0, 0]}), ("resume", None))):
-        assert ask(con, srv, req(10 + i, c, a))[0]["ok"], c
+    ready(con, srv, pump)
     f = req(4, "bolus", {"mU": 1000})
     assert ask(con, srv, f)[0]["ok"]
     g = req(5, "temp_basal", {"percent": 50, "minutes": 30})
