@@ -23,6 +23,11 @@ try:
 except ImportError:  # CPython: the benchmark sweeps this very file (hil/occlusion)
     const = int
 
+# Never read: one object constant, because a loaded module with none whose name table ends on a
+# heap block pins the next block for good - on a 32-bit board this module had that shape
+# (docs/memory.md; tests/e2e/test_power_cut.py checks every target).
+_ANCHOR = ("occlusion detector",)
+
 _LIMIT_MN = const(800)  # alarm 0.8 N (~20 kPa) above the baseline: 120 counts on the sim board
 _FLOW_DIV = const(15)  # threshold + limit/15 per forward step in the train (steady bolus pressure)
 _UP = const(8)  # the baseline rises 1 count per this many forward steps while readings are above it
