@@ -14,7 +14,7 @@ def write(s):
 
 
 def main():
-    emu = Emulator(bluetooth.BLE())
+    emu = Emulator(bluetooth.BLE(), bluetooth.UUID)
     lines = LineIn()
     poll = select.poll()
     poll.register(sys.stdin, select.POLLIN)

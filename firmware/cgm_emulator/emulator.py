@@ -8,7 +8,6 @@
 # The host owns time: each reading arrives with its time offset (minutes since session start),
 # so a test decides exactly what the pump sees. Live readings go to subscribed centrals (CCCD);
 # RACP answers the central that asked, from the record store (the last CAPACITY readings).
-import bluetooth
 from basalt.cgm import cgms, sfloat
 from basalt.lib import crc16
 from micropython import const
@@ -51,12 +50,10 @@ ADV_INTERVAL_US = const(100000)
 SPECIALS = {"nan": 0x07FF, "nres": 0x0800, "+inf": 0x07FE, "-inf": 0x0802}
 
 
-def _uuid(n):
-    return bluetooth.UUID(n)
-
-
 class Emulator:
-    def __init__(self, ble, name="Basalt CGM-E"):
+    def __init__(self, ble, uuid, name="Basalt CGM-E"):
+        """ble: the radio (bluetooth.BLE()); uuid: its UUID type (bluetooth.UUID). Both come from
+        the entry point (board_main.py, sim_main.py): this module never imports bluetooth."""
         self.ble = ble
         self.name = name
         self.features = FEATURES
@@ -68,14 +65,14 @@ class Emulator:
         self.drop = self.corrupt = self.duplicate = 0  # faults for the next n live readings
         ble.active(True)
         ble.irq(self.irq)
-        svc = (_uuid(0x181F), (
-            (_uuid(0x2AA7), _FLAG_NOTIFY),  # CGM Measurement
-            (_uuid(0x2AA8), _FLAG_READ),  # CGM Feature
-            (_uuid(0x2AA9), _FLAG_READ),  # CGM Status
-            (_uuid(0x2AAA), _FLAG_READ),  # Session Start Time
-            (_uuid(0x2AAB), _FLAG_READ),  # Session Run Time
-            (_uuid(0x2A52), _FLAG_WRITE | _FLAG_INDICATE),  # RACP
-            (_uuid(0x2AAC), _FLAG_WRITE | _FLAG_INDICATE),  # SOCP
+        svc = (uuid(0x181F), (
+            (uuid(0x2AA7), _FLAG_NOTIFY),  # CGM Measurement
+            (uuid(0x2AA8), _FLAG_READ),  # CGM Feature
+            (uuid(0x2AA9), _FLAG_READ),  # CGM Status
+            (uuid(0x2AAA), _FLAG_READ),  # Session Start Time
+            (uuid(0x2AAB), _FLAG_READ),  # Session Run Time
+            (uuid(0x2A52), _FLAG_WRITE | _FLAG_INDICATE),  # RACP
+            (uuid(0x2AAC), _FLAG_WRITE | _FLAG_INDICATE),  # SOCP
         ))
         ((self.h_meas, self.h_feature, self.h_status, self.h_start, self.h_run, self.h_racp,
           self.h_socp),) = ble.gatts_register_services((svc,))

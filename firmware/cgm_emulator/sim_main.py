@@ -12,7 +12,7 @@ import bluetooth  # noqa: E402
 
 from cgm_emulator.emulator import Emulator, LineIn  # noqa: E402 (the HAL first: the shim needs it)
 
-emu = Emulator(bluetooth.BLE())
+emu = Emulator(bluetooth.BLE(), bluetooth.UUID)
 lines = LineIn()
 buf = bytearray(64)
 

@@ -271,6 +271,12 @@ class BleBridge(SimDevice):
                         await conn.disconnect()
                     except Exception:  # noqa: BLE001
                         pass
+                if self._owner:  # end every task left on our loop (bumble restarts a sensor's
+                    for _ in range(3):  # advertising in a task after each disconnection)
+                        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+                        for t in tasks:
+                            t.cancel()
+                        await asyncio.gather(*tasks, return_exceptions=True)
             try:
                 self._run(down(), settle=False)
             except Exception:  # noqa: BLE001

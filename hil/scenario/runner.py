@@ -79,7 +79,6 @@ class SimTarget:
         from hil.ble.bridge import BleBridge
 
         self.bridge = BleBridge()
-        self.bridge.firmware_radio = True
         self.bridge.attach(self.sim)
         self.sensor = self.add_sensor(cgm.address, cgm.glucose.at, noise=cgm.noise, seed=cgm.seed)
 
@@ -122,31 +121,7 @@ class SimTarget:
             self.sim.close()
         finally:
             if self.bridge is not None:
-                self._quiet_radio()
                 self.bridge.close()
-
-    def _quiet_radio(self) -> None:
-        """Stop the sensors and end every task on the radio's loop (bumble restarts a sensor's
-        advertising in a task after each disconnection), so closing leaves nothing pending."""
-        import asyncio
-
-        br = self.bridge
-
-        async def quiet():
-            for s in br.sensors:
-                try:
-                    await s.stop()
-                except Exception:  # noqa: BLE001 - shutting down
-                    pass
-            for _ in range(3):
-                tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-                for t in tasks:
-                    t.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
-        try:
-            asyncio.run_coroutine_threadsafe(quiet(), br.loop).result(10)
-        except Exception:  # noqa: BLE001 - closing anyway
-            pass
 
 
 class BoardTarget:

@@ -119,7 +119,6 @@ def test_a_day_of_readings_through_three_link_losses_with_backfill_and_an_unpair
     ups = [e.t * 1000 for e in c.drain_events() if e.name == "cgm" and e.data.get("link") == "up"]
     delays = [min(u for u in ups if u >= b) - b for b in backs]
     assert len(backs) == 3 and all(0 <= d <= 70_000 for d in delays), (backs, ups)
-    assert "cgm_signal_loss" in {a for a in alarms(c)} or True
     print(f"\n[cgm] a simulated CGM day with the pump's client: {wall:.2f} s wall, {len(got)} readings; "
           f"reconnect after the link losses {[d / 1000 for d in delays]} s virtual")
 
@@ -201,8 +200,10 @@ def test_pairing_and_alert_settings_survive_a_restart_and_the_trend_follows_gluc
     rig.sim.advance(30 * MIN)
     st = c.request("cgm")
     assert st["trend"] == 10  # tenths of mg/dL per minute
-    hist = c.request("cgm_history")["readings"]
-    assert hist[1::2] == [100 + 5 * i for i in range(len(hist) // 2)][-len(hist) // 2:] or hist[-1] == st["glucose_mgdl"]
+    hist = c.request("cgm_history")["readings"]  # [pump time, mg/dL, ...], a reading every 5 min
+    mg, t = hist[1::2], hist[0::2]
+    assert len(mg) >= 5 and mg[-1] == st["glucose_mgdl"]
+    assert all(b - a == 5 for a, b in zip(mg, mg[1:], strict=False)) and all(b - a == 300 for a, b in zip(t, t[1:], strict=False))
     rig.sim.kill()
     rig.sim.restart()
     c = rig.reconnect()
