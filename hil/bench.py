@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from hil.build import build
+from hil.build import NAMES, build
 from hil.dut import Dut
 from hil.paths import BUILD_DIR, micropython_binary
 from hil.sim.firmware import SimPump
@@ -66,10 +66,9 @@ RESIDENT = ["basalt.lib", "basalt.lib.filestore", "basalt.core", "basalt.core.hi
             "basalt.core.occlusion", "basalt.core.pump",
             "basalt.proto", "basalt.proto.server", "basalt.hal.sim"]
 BOOT_OVERLAYS = ["settings", "recover"]
-# The pump's CGM modules, not wired in yet (issue 5), each imported for one call and dropped: rx (with
-# the basalt.cgm package) parses and validates a notification, conn reads the Feature and talks RACP
-# when connecting. cgms / sfloat / validity are the host's and the simulated sensor's, not the pump's.
-LATER = ["basalt.cgm.rx", "basalt.cgm.conn"]
+# A board with a radio: the CGM link's resident part (core.cgm), then the client's modules, which
+# are loaded per radio event and dropped (connect only while connecting, rx per reading).
+RADIO = ["basalt.core.cgm", "basalt.cgm.rx", "basalt.cgm.client", "basalt.cgm.connect"]
 # MicroPython's qstr pools hold 20, 40, 80, 160, 320, 640, ... names: a pool is allocated, whole and
 # for good, when the names interned so far fill the ones before it (docs/memory.md).
 POOL_LIMITS = (20, 60, 140, 300, 620, 1260, 2540)
@@ -94,22 +93,27 @@ def _mpy(script: str, heap: str = "256K") -> str:
 
 
 def interned_names() -> dict:
-    """Names the firmware interns (qstrs): at boot, and once every overlay has run. MicroPython
-    allocates a qstr pool - 7.2 KB for the 640-name one - when the names outgrow the pools so far;
-    one allocated after boot, while a command runs, needs that much contiguous heap there and
-    then, which a fragmented 64 KB heap does not have (tests/e2e/test_heap.py)."""
-    boot = [m for m in BOOT_OVERLAYS if m in overlays()]
+    """Names the firmware can intern (qstrs): the build's names.txt (hil/build.py write_names).
+    MicroPython allocates a qstr pool, whole and for good, when the names so far fill the ones
+    before it; one allocated while a command runs needs that much contiguous heap there and then
+    (7.2 KB for the 640-name pool), which a fragmented 64 KB heap does not have. Counted in a fresh
+    micropython: after interning names.txt ("boot"), then after importing every module of the pump
+    on top ("steady": equal when the list covers them all)."""
+    tree = build("sim")
+    mods = [line[:-1] for line in (tree / NAMES).open() if line.startswith("basalt.") or line in (
+        "board\n", "bluetooth\n")]
     out = _mpy(
         "import micropython\n"
-        f"for n in {RESIDENT!r}:\n"
-        "    __import__(n)\n"
-        "import basalt.lib as overlay\n"
-        f"for m in {boot!r}:\n"
-        "    __import__('basalt.cmd.' + m); overlay.drop()\n"
+        "f = open('names.txt')\n"
+        "for line in f:\n"
+        "    getattr(micropython, line[:-1], None)\n"
+        "f.close()\n"
         "micropython.qstr_info()\n"
-        f"for m in {overlays() + helpers()!r}:\n"
-        "    __import__('basalt.cmd.' + m); overlay.drop()\n"
-        "import basalt.proto.frame\n"
+        f"for m in {mods!r}:\n"
+        "    try:\n"
+        "        __import__(m)\n"
+        "    except ImportError:\n"
+        "        pass\n"
         "micropython.qstr_info(1)\n")
     counts = [(int(line.split("n_pool=")[1].split(",")[0]), int(line.split("n_qstr=")[1].split(",")[0]),
                int(line.split("n_total_bytes=")[1].split(",")[0]))
@@ -124,18 +128,17 @@ def module_costs() -> tuple[dict[str, int], dict[str, int]]:
     """Live heap each resident module adds when imported (in order, so shared imports count once),
     and what each overlay costs while loaded (with its helpers). Every name the firmware interns is
     interned first, so these are the modules' own bytes; interned_names() has the names' share."""
-    (BUILD_DIR / "names.txt").write_text("\n".join(interned_names()["names"]) + "\n")
     out = _mpy(
         "import gc, micropython\n"
-        f"for line in open({str(BUILD_DIR / 'names.txt')!r}):\n"
-        "    getattr(micropython, line[:-1], None)\n"  # interns the name
+        "for line in open('names.txt'):\n"
+        "    getattr(micropython, line[:-1], None)\n"  # interns the name, as main.py does at boot
         "def cost(n):\n"
         "    gc.collect(); a = gc.mem_alloc()\n"
         "    __import__(n)\n"
         "    gc.collect(); print(n, gc.mem_alloc() - a)\n"
         f"for n in {RESIDENT!r}:\n"
         "    cost(n)\n"
-        f"for n in {LATER!r}:\n"
+        f"for n in {RADIO!r}:\n"
         "    cost(n)\n"
         "import basalt.lib as overlay\n"
         f"for m in {overlays()!r}:\n"
@@ -346,12 +349,13 @@ def main() -> None:
     m.add_column("module")
     m.add_column("bytes", justify="right")
     for k, v in results["module_heap"].items():
-        if k not in LATER:
+        if k not in RADIO:
             m.add_row(k, str(v))
-    m.add_row("[bold]resident total[/]", f"[bold]{sum(v for k, v in results['module_heap'].items() if k not in LATER)}[/]")
+    m.add_row("[bold]resident total[/]", f"[bold]{sum(v for k, v in results['module_heap'].items() if k not in RADIO)}[/]")
     m.add_row("[bold]interned names at boot (qstr pools and text)[/]", f"[bold]{n['boot_bytes']}[/]")
-    for k in LATER:
-        m.add_row(f"[dim]{k} (CGM, not wired in yet; with its names)[/]", str(results["module_heap"][k]))
+    for k in RADIO:
+        m.add_row(f"[dim]{k} (with a radio: {'resident' if k == RADIO[0] else 'per radio event'})[/]",
+                  str(results["module_heap"][k]))
     con.print(m)
     o = Table(title="Heap held by each command overlay while it runs (with the helpers it imports)")
     o.add_column("overlay (basalt/cmd/)")

@@ -211,10 +211,9 @@ def test_emulator_type_checks_against_port_stubs(port, tmp_path):
 def test_deploy_stages_the_emulator(tmp_path):
     out = stage()
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
-    assert files == sorted(["main.py", "basalt/__init__.mpy", "basalt/cgm/__init__.mpy", "basalt/cgm/cgms.mpy",
-                            "basalt/cgm/sfloat.mpy", "basalt/cgm/rx.mpy", "basalt/cgm/conn.mpy",
-                            "basalt/lib/__init__.mpy",
-                            "cgm_emulator/__init__.mpy", "cgm_emulator/emulator.mpy", "cgm_emulator/board_main.mpy"])
+    assert files == sorted(["main.py", "basalt/cgm/cgms.mpy", "basalt/cgm/sfloat.mpy", "basalt/cgm/rx.mpy",
+                            "basalt/cgm/conn.mpy", "basalt/lib/__init__.mpy",
+                            "cgm_emulator/emulator.mpy", "cgm_emulator/board_main.mpy"])
     assert "import cgm_emulator.board_main" in (out / "main.py").read_text()
     cmds = deploy_commands(out, "/dev/ttyFAKE1", "mpremote")
     assert cmds[0][:5] == ["mpremote", "connect", "/dev/ttyFAKE1", "fs", "cp"] and cmds[-1][-1] == "reset"

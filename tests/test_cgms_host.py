@@ -319,10 +319,9 @@ gc.collect(); b = gc.mem_alloc()
 del rx
 drop()
 gc.collect(); c = gc.mem_alloc()
-from basalt.cgm import conn
-f = conn.feature(bytes.fromhex('00100059' 'FFFF'))
+from basalt.cgm import connect  # the pump's connection steps, with the client beside them
 gc.collect(); d = gc.mem_alloc()
-del conn
+del connect
 drop()
 gc.collect(); e = gc.mem_alloc()
 print(b - a, c - a, d - c, e - a, n, list(s[29:44]))
@@ -341,17 +340,44 @@ def test_pump_path_heap_budget():
     from hil.paths import micropython_binary
 
     tree = build("sim")
-    out = subprocess.run([micropython_binary(), "-X", "heapsize=64K", "-c", f"RESIDENT = {RESIDENT!r}\n" + PUMP_PATH],
+    resident = RESIDENT + ["basalt.core.cgm"]  # (the link's resident part, on a board with a radio)
+    out = subprocess.run([micropython_binary(), "-X", "heapsize=64K", "-c", f"RESIDENT = {resident!r}\n" + PUMP_PATH],
                          capture_output=True, text=True, cwd=tree, env=dict(os.environ, MICROPYPATH="."), check=True)
     f = out.stdout.split()
     loaded, kept, conn_loaded, kept2, accepted = (int(x) for x in f[:5])
     print(f"\n[cgm] pump path: parse+validate loaded {loaded} B, kept after drop {kept} B; "
-          f"conn loaded {conn_loaded} B, kept after both {kept2} B")
+          f"connecting (client and its connection steps) loaded {conn_loaded} B, kept after both {kept2} B")
     assert accepted == 2  # 120 mg/dL at offsets 6 and 11; the first record is 12.34 mg/dL
     assert loaded <= 4096, loaded
     assert kept <= 768, kept  # the 44-int array (224 B) and the names
-    assert conn_loaded <= 1536, conn_loaded
+    assert conn_loaded <= 4608, conn_loaded  # (their names included: interned on first use here)
     assert kept2 <= 1024, kept2
+
+
+FEATURES = ["00100059FFFF", "001000590000", "000000590000", "0010", "00000011", "FF1FFF59FFFF", "001000591234"]
+
+
+def test_the_pumps_feature_check_is_conns():
+    """basalt/cgm/connect.py checks the CGM Feature inline (connecting loads neither conn nor the
+    codec): the same verdict as the shared decoder, conn.feature, for good, bad and short values."""
+    import os
+    import subprocess
+
+    from basalt.cgm.conn import feature
+
+    from hil.build import build
+    from hil.paths import micropython_binary
+
+    good = bytes.fromhex("00100059")
+    c = crc16(good)
+    vals = FEATURES + [(good + bytes((c & 255, c >> 8))).hex()]
+    out = subprocess.run([micropython_binary(), "-c", "from basalt.cgm.connect import feature\n"
+                          f"print([feature(memoryview(bytes.fromhex(h))) for h in {vals!r}])"],
+                         capture_output=True, text=True, cwd=build("sim"), env=dict(os.environ, MICROPYPATH="."),
+                         check=True)
+    pump = eval(out.stdout)
+    host = [-1 if feature(bytes.fromhex(h)) < 0 else (1 if feature(bytes.fromhex(h)) & 0x1000 else 0) for h in vals]
+    assert pump == host and 1 in pump and 0 in pump and -1 in pump, (pump, host)
 
 
 def test_the_pumps_inline_racp_request_is_conns():

@@ -34,10 +34,13 @@ _B = const(35)  # "#": bytes (a result)
 _EQ = const(61)  # "=": bytes (an event's: a memoryview); "b=" is a reply, for the HAL's request()
 _K = const(107)  # "k": say when the events before it are handled
 
-_q = []  # bus lines since the last deliver()
-rx = _q.append  # the HAL's hook, per "b" line
-_h = None  # the irq handler
-_hal = None  # the sim HAL (basalt.hal.sim.BUS), once BLE() was called
+# Module globals reuse names the firmware interns anyway (q, h, hal), and the fixed strings are
+# bytes: on a board this module is C, here every new name is interned for good and the firmware
+# is near MicroPython's qstr pool limit (docs/memory.md).
+q = []  # bus lines since the last deliver()
+rx = q.append  # the HAL's hook, per "b" line
+h = None  # the irq handler
+hal = None  # the sim HAL (basalt.hal.sim.BUS), once BLE() was called
 
 
 class UUID(bytes):
@@ -54,10 +57,10 @@ class UUID(bytes):
         super().__init__(v)
 
     def __repr__(self):
-        return "UUID(0x%s)" % bytes(reversed(bytes(self))).hex()
+        return (b"UUID(0x%s)" % bytes(reversed(bytes(self))).hex()).decode()
 
 
-def _v(t):  # one bus field
+def parse(t):  # one bus field
     c = t[0]
     if c == _U:
         return UUID(bytes.fromhex(t[1:]))
@@ -72,51 +75,50 @@ def _v(t):  # one bus field
 
 def __getattr__(n):
     # BLE, irq and every BLE method: one function each time (like a bound method); FLAG_* and
-    # gatts_register_services from bluetooth_p.py.
-    if n[0] == "F" or "_register_" in n:
-        import bluetooth_p
-
-        return getattr(bluetooth_p, n)
+    # gatts_register_services (n[6] == "r") from bluetooth_p.py, named in bytes so that a central
+    # never interns its name.
+    if ord(n[0]) == 70 or len(n) > 20 and ord(n[6]) == 114:
+        return getattr(__import__(b"bluetooth_p".decode()), n)
 
     def call(*args, **k):
-        global _hal, _h
+        global hal, h
         if n == "BLE":  # the singleton: this module, also the HAL's radio hook
             import basalt.hal.sim
 
-            _hal = basalt.hal.sim.BUS
-            _hal.ble = __import__("bluetooth")
-            return _hal.ble
+            hal = basalt.hal.sim.BUS
+            hal.ble = __import__("bluetooth")
+            return hal.ble
         if n == "irq":
-            _h = args[0]
+            h = args[0]
             return
-        s = "b %s %d" % (n, _hal.now_ms())
+        s = b"b %s %d" % (n, hal.now_ms())
         for v in args + tuple(k.items()):
-            p = " "
+            p = b" "
             if type(v) is tuple:  # a keyword argument
-                p += v[0] + ":"
+                p += v[0].encode() + b":"
                 v = v[1]
             if v is None:
                 v = -1
             if isinstance(v, (int, bool)):
-                s += p + "%d" % v
+                s += p + b"%d" % v
             else:
-                s += p + "=" + (v.encode() if isinstance(v, str) else bytes(v)).hex()
-        r = _hal.request(s, "b=").split()  # a str prefix: an interned name, not an object
+                s += p + b"=" + (v.encode() if isinstance(v, str) else bytes(v)).hex().encode()
+        r = hal.request(s, b"b=").split()
         e = int(r[1])
         if e:
             raise OSError(e)
-        r = tuple(map(_v, r[2:]))
+        r = tuple(map(parse, r[2:]))
         return r[0] if len(r) == 1 else r or None
 
     return call
 
 
 def deliver():
-    while _q:
-        f = _q.pop(0).split()
+    while q:
+        f = q.pop(0).split()
         if f[0][-1] == _EQ:  # "b=": a call's reply (the HAL's request() took it)
             continue
         if f[1][0] == _K:  # the events before it are handled (and whatever the handler sent for them)
-            _hal.send("b k 1")
-        elif _h:
-            _h(int(f[1]), tuple(map(_v, f[2:])))
+            hal.send(b"b k 1")
+        elif h:
+            h(int(f[1]), tuple(map(parse, f[2:])))

@@ -1,11 +1,11 @@
 # Boot: build the pump from the board's constants and the HAL's objects, restore what storage
 # holds, start the watchdog. Runs once; main.py then drops this module and the board module,
 # so neither sits in the heap while the loop (main.py run) runs.
-from . import lib as overlay
-from .core import Mechanics
-from .core.occlusion import Occlusion
-from .core.pump import Pump
-from .proto.server import ConsoleServer
+from basalt import lib as overlay
+from basalt.core import Mechanics
+from basalt.core.occlusion import Occlusion
+from basalt.core.pump import Pump
+from basalt.proto.server import ConsoleServer
 
 VERSION = "0.3.0"
 
@@ -27,19 +27,20 @@ def build(hal, board):
     overlay.call("recover", "boot", pump, hal, overlay.call("settings", "load", pump))
     bt = hal.radio()  # the CGM's radio (after the recovery overlay: boot's peak), docs/cgm_client.md
     if bt is not None:  # (the core never imports bluetooth itself)
-        pump.cgm = _cgm_link(bt)
+        pump.cgm = link(bt)
         overlay.call("settings", "cgm", pump)  # its pairing and alerts (and the codec is dropped)
     server.event("boot", {"version": VERSION, "board": board.NAME, "reset": hal.reset_cause()})
     hal.wdt_start(board.WDT_MS)
     return pump, server
 
 
-def _cgm_link(bt):
-    """The CGM client's resident part (core/cgm.py), its buffers allocated once, here."""
+def link(bt):
+    """The CGM client's resident part (core/cgm.py), its buffers allocated once, here: before the
+    validator's code (basalt/cgm/rx.py) loads to set its state up and is dropped again, so that
+    nothing long-lived is left above it."""
     from array import array
 
-    from .cgm.rx import state
-    from .core.cgm import DATA, INTS, SLOTS, UUIDS, CgmLink
+    from basalt.core.cgm import DATA, INTS, SLOTS, UUIDS, CgmLink
 
     ble = bt.BLE()
     ble.active(True)
@@ -55,6 +56,7 @@ def _cgm_link(bt):
     v[8] = 70  # low: the low-glucose alert at 70 mg/dL, on by default
     c.g = array("H", bytes(2 * 24))
     c.gt = array("i", bytes(4 * 24))
-    c.vs = state()  # the validator's state
+    c.vs = array("i", bytes(4 * 44))  # the validator's state (basalt/cgm/rx.py)
     ble.irq(c.irq)
+    overlay.run("basalt.cgm.rx", "state", c.vs)
     return c

@@ -26,11 +26,11 @@ from pathlib import Path
 from hil.build import build
 from hil.paths import BUILD_DIR
 
-# What an emulator board needs from the build tree: the shared codec and the emulator.
-DEPLOY_MODULES = ["basalt/__init__.mpy", "basalt/cgm/__init__.mpy", "basalt/cgm/cgms.mpy", "basalt/cgm/sfloat.mpy",
-                  "basalt/cgm/rx.mpy", "basalt/cgm/conn.mpy",
-                  "basalt/lib/__init__.mpy", "cgm_emulator/__init__.mpy",
-                  "cgm_emulator/emulator.mpy", "cgm_emulator/board_main.mpy"]
+# What an emulator board needs from the build tree: the shared codec and the emulator (packages
+# whose __init__ only documents them ship no module: MicroPython imports the folders as namespace
+# packages, hil/build.py).
+DEPLOY_MODULES = ["basalt/cgm/cgms.mpy", "basalt/cgm/sfloat.mpy", "basalt/cgm/rx.mpy", "basalt/cgm/conn.mpy",
+                  "basalt/lib/__init__.mpy", "cgm_emulator/emulator.mpy", "cgm_emulator/board_main.mpy"]
 MAIN = "import cgm_emulator.board_main  # the CGM emulator (hil/ble/emulator.py deploy)\n"
 
 

@@ -9,10 +9,10 @@ import os
 import sys
 
 import basalt.lib as overlay
-from basalt.cmd._req import lookup
 from basalt.core import Mechanics
 from basalt.core.pump import Pump
 from basalt.lib.filestore import FileStore
+from basalt.proto.req import lookup
 
 BS = 4096
 

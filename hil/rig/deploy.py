@@ -23,7 +23,7 @@ from pathlib import Path
 from hil.build import build
 from hil.paths import BOARDS_DIR, BUILD_DIR, FIRMWARE_DIR
 
-SHARED_HAL = {"__init__.mpy", "board_common.mpy"}  # HAL modules every board needs
+SHARED_HAL = {"board_common.mpy"}  # HAL modules every board needs
 
 
 def mpremote_binary() -> str:

@@ -1,9 +1,9 @@
 # Helpers for firmware unit tests: a pump on hardware doubles, driven through the same command
 # overlays the protocol uses (so tests exercise the real validation), one tick at a time.
-import basalt.lib as overlay
-from basalt.cmd._req import lookup
 from basalt.core import Mechanics, Refused
 from basalt.core.pump import Pump
+from basalt.proto.req import lookup
+from basalt.proto.server import command
 from hw_doubles import CountingMotor, DictStorage
 
 
@@ -25,7 +25,7 @@ def cmd(p, op, **args):
     for k in ("segments", "cr", "isf", "target"):
         if k in args:
             args[k] = flat(args[k])
-    return overlay.call(entry[0], op, p, args)
+    return command(p, entry[0], op, args)  # as the server runs it: the command, then its save
 
 
 def refused(p, op, **args):

@@ -246,13 +246,31 @@ def test_failed_save_changes_nothing():
         def write_atomic(self, name, data):
             raise OSError("no space")
 
-    p, _, _ = make()
+    p, _, ev = make()
+    cmd(p, "profile_set", name="spare", segments=[[0, 500]])
+    cmd(p, "calc_set", cr=[[0, 100]], isf=[[0, 50]], target=[[0, 100, 120]])
     p.storage = FullStorage()
-    e = refused(p, "basal_set", segments=[[0, 2500]])
-    assert e.code == "storage"
-    assert segments(p.profiles, 0) == [0, 1000]
-    assert refused(p, "limits_set", max_bolus_mU=2000).code == "storage"
-    assert p.limits.max_bolus_mU == 10000
+
+    def state():
+        q = p.profiles  # (the named profiles' rates: the arrays past them are spares)
+        return (list(q.names), [list(q.rates[i]) for i in range(len(q.names))], q.active,
+                dict(p.limits.__dict__), p.cap_hour, p.cap_day, p.calc["cr"], p.clock_offset_s,
+                p.res_low_mu, p.res_low_h, p.auto_off_s, p.history.seq)
+
+    before = state()
+    n_events = len(ev)
+    # every command that changes the settings: refused, and nothing changed, recorded or announced
+    for op, args in (("basal_set", {"segments": [[0, 2500]]}), ("profile_set", {"name": "new", "segments": [[0, 700]]}),
+                     ("profile_set", {"name": "spare", "segments": [[0, 800]]}), ("profile_select", {"name": "spare"}),
+                     ("profile_delete", {"name": "spare"}), ("limits_set", {"max_bolus_mU": 2000, "max_hour_mU": 20000}),
+                     ("calc_set", {"cr": [[0, 120]]}), ("alarm_set", {"reservoir_low_mU": 5000, "auto_off_h": 5}),
+                     ("time_set", {"local_s": 1000000})):
+        assert refused(p, op, **args).code == "storage", op
+        assert state() == before, op
+        assert len(ev) == n_events, (op, ev[n_events:])
+    p.storage = DictStorage()  # storage back: the same change now goes through
+    cmd(p, "limits_set", max_bolus_mU=2000)
+    assert p.limits.max_bolus_mU == 2000
 
 
 def test_fault_stops_motor_and_suspends():

@@ -273,7 +273,7 @@ def test_a_cut_inside_the_first_record_of_a_segment_keeps_the_oldest():
         assert "skipped_corrupt" not in r and r["oldest"] == PER + 1  # the boot record dropped h0
         since = r["next"]
     recs = cmd(q, "history", since=PER * SEGS)["records"]
-    assert recs[0][2:] == [BOOT, 1, 0] and recs[1][2:] == [REPAIR, PER * SEGS + 1, 1]
+    assert recs[0][2:] == (BOOT, 1, 0) and recs[1][2:] == (REPAIR, PER * SEGS + 1, 1)  # (tuples: JSON lists)
     assert "h0" not in q.storage.files  # dropped now that segment SEGS holds a record
 
 

@@ -164,7 +164,7 @@ def test_out_of_memory_before_the_request_is_parsed_still_answers_its_id():
     real = overlay.call
 
     def call(module, name, *args):
-        if module == "_req":
+        if module == "basalt.proto.req":
             raise MemoryError("allocating 454 bytes")
         return real(module, name, *args)
 

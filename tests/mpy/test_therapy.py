@@ -247,7 +247,7 @@ def test_history_records_carry_delivered_amounts():
     cancel = [r for r in recs if r[2] == 7][-1]
     assert cancel[3] == m.total() and cancel[4] == 200
     assert [r[2] for r in recs][:3] == [10, 14, 9]  # rewind, reservoir, prime
-    assert cmd(p, "history", since=0, type=5)["records"][0][3:] == [200, 0]  # requested: 200 normal steps
+    assert cmd(p, "history", since=0, type=5)["records"][0][3:] == (200, 0)  # requested: 200 normal steps
     newest = cmd(p, "history", since=p.history.seq)["records"]
     assert newest == []
 

@@ -15,16 +15,16 @@
 try:
     from micropython import const
 except ImportError:  # CPython: const() is a no-op, and every _NAME constant is also readable as NAME
-    from ..lib.cpython import const, exports
+    from basalt.lib.cpython import const, exports
 
     __getattr__ = exports(globals())
 
 from array import array
 
-from ..lib import crc16
-from .conn import feature as _feature
-from .conn import racp_request, racp_response  # noqa: F401 - part of this module's API
-from .rx import record as record_slots
+from basalt.cgm.conn import feature as _feature
+from basalt.cgm.conn import racp_request, racp_response  # noqa: F401 - part of this module's API
+from basalt.cgm.rx import record as record_slots
+from basalt.lib import crc16
 
 _NONE = const(-0x40000000)  # = rx's "no value" slot value
 _NF = const(13)  # record slots

@@ -1,5 +1,5 @@
-# The CGM client: the connection state machine over the events core/cgm.py queued, and the
-# readings. An overlay: the pump's tick runs service() when events wait or a timer is due - a few
+# The CGM client: the connection state machine over the events core/cgm.py queued (its steps
+# are basalt/cgm/connect.py's, loaded only while connecting), and the readings. An overlay: the pump's tick runs service() when events wait or a timer is due - a few
 # times while connecting, then once per reading (every 5 min) - so none of this sits in the heap
 # in between. It lives with the codec rather than in basalt/cmd, so loading it does not load the
 # command helpers (basalt/cmd/__init__.py) too. docs/cgm_client.md has the states and the rules.
@@ -11,7 +11,7 @@
 #   30 s). Unpaired (cgm_pair sets one), the radio stays idle.
 from micropython import const
 
-from ..core.cgm import DATA, INTS, SLOTS
+from basalt.core.cgm import DATA, INTS, SLOTS
 
 _IDLE = const(0)
 _SCANNING = const(1)
@@ -75,7 +75,26 @@ _U_FEATURE = const(3)
 _U_RACP = const(4)
 _U_CCCD = const(5)
 
+# readings (const() names must be defined before the code that uses them)
+_NONE = const(-0x40000000)  # basalt/cgm/rx.py: "no value" in a state slot
+_CGM = const(22)  # history: a valid reading, a = mg/dL, b = time offset (min)
+_CGM_REJECTED = const(23)  # a = reason code (docs/cgms.md), b = time offset
+# rejection reasons (basalt/cgm/rx.py) that raise an alert: session stopped, malfunction,
+# calibration required
+_R_SESSION_STOPPED = const(6)
+_R_MALFUNCTION = const(7)
+_R_CAL_REQUIRED = const(8)
+_R_STALE = const(12)
+_R_NOT_MONOTONIC = const(14)
+_A_LOSS = const(14)  # alarm codes (core/pump.py ALARMS)
+_A_SESSION = const(15)
+_A_SENSOR = const(16)
+_A_LOW = const(17)
+_A_HIGH = const(18)
 
+
+# (The functions are named with names the firmware interns anyway - service, down, event,
+# record: a new name is interned for good, and names are scarce, docs/memory.md "Names".)
 def service(pump):
     """Handle every queued radio event, then the timers."""
     link = pump.cgm
@@ -90,9 +109,14 @@ def service(pump):
         link.v[_HEAD] = (i + 1) % SLOTS
         link.v[_N] -= 1
         try:
-            _event(pump, link, now, ev, a, b, c, d, code, mv)
+            if ev == _NOTIFY or ev == _INDICATE:
+                event(pump, link, now, ev, a, b, c, d, code, mv)
+            else:  # the connection's steps: loaded only while connecting, not for every reading
+                from basalt.cgm import connect
+
+                connect.event(pump, link, now, ev, a, b, c, d, code, mv)
         except OSError:  # a call the radio refused: start over
-            _down(pump, link, now)
+            down(pump, link, now)
     if not link.pair[0]:
         return
     if link.v[_STATE] == _IDLE and now >= link.v[_DUE]:
@@ -102,12 +126,12 @@ def service(pump):
         try:
             link.ble.gap_scan(5000, 30000, 30000, True)  # 5 s, active: the paired sensor's scan response too
         except OSError:
-            _down(pump, link, now)
+            down(pump, link, now)
     elif link.v[_STATE] != _IDLE and link.v[_STATE] != _UP and now >= link.v[_DUE]:
-        _down(pump, link, now)  # a step that never finished
+        down(pump, link, now)  # a step that never finished
 
 
-def _down(pump, link, now):
+def down(pump, link, now):
     """Give the link up and schedule the next scan after the backoff."""
     st = link.v[_STATE]
     link.v[_STATE] = _IDLE
@@ -128,80 +152,21 @@ def _down(pump, link, now):
         pump.emit("cgm", {"link": "down"})
 
 
-def _event(pump, link, now, ev, a, b, c, d, code, mv):
-    ble, h, st = link.ble, link.v, link.v[_STATE]
-    if ev == _SCAN_RESULT:  # only the paired sensor gets queued (core/cgm.py)
-        if st == _SCANNING and h[_TARGET] == 0xFFFF:
-            h[_TARGET] = a
-            ble.gap_scan(None)  # stop now: SCAN_DONE follows
-    elif ev == _SCAN_DONE:
-        if st == _SCANNING:
-            if h[_TARGET] != 0xFFFF:
-                link.v[_STATE] = _CONNECTING
-                link.v[_DUE] = now + _STEP_S
-                ble.gap_connect(h[_TARGET], bytes(link.pair[1:7]), 5000)  # the type the scan saw
-            else:
-                _down(pump, link, now)
-    elif ev == _CONNECT:
-        if st == _CONNECTING:
-            link.v[_CONN] = a
-            link.v[_STATE] = _DISCOVERING
-            link.v[_DUE] = now + _STEP_S
-            for j in range(_SVC_START, _FILL_END + 1):
-                h[j] = 0
-            ble.gattc_discover_services(a, link.uuids[0])
-    elif ev == _DISCONNECT:
-        if st != _IDLE:
-            _down(pump, link, now)
-    elif st != _DISCOVERING and st != _UP:
-        return  # a late result of a connection given up
-    elif ev == _SERVICE_RESULT:
-        if code == _U_SERVICE:
-            h[_SVC_START], h[_SVC_END] = b, c
-    elif ev == _SERVICE_DONE:
-        if not h[_SVC_END]:
-            raise OSError(2)  # not a CGM sensor after all
-        ble.gattc_discover_characteristics(link.v[_CONN], h[_SVC_START], h[_SVC_END])
-    elif ev == _CHAR_RESULT:  # (conn, end, value, properties, uuid)
-        if code == _U_MEAS:
-            h[_MEAS], h[_MEAS_END] = c, b
-        elif code == _U_FEATURE:
-            h[_FEATURE] = c
-        elif code == _U_RACP:
-            h[_RACP], h[_RACP_END] = c, b
-    elif ev == _CHAR_DONE:
-        if not h[_MEAS] or not h[_FEATURE]:
-            raise OSError(2)
-        ble.gattc_discover_descriptors(link.v[_CONN], h[_SVC_START], h[_SVC_END])
-    elif ev == _DESC_RESULT:  # (conn, handle, uuid)
-        if code == _U_CCCD:
-            if h[_MEAS] < b <= h[_MEAS_END]:
-                h[_MEAS_CCCD] = b
-            elif h[_RACP] and h[_RACP] < b <= h[_RACP_END]:
-                h[_RACP_CCCD] = b
-    elif ev == _DESC_DONE:
-        if not h[_MEAS_CCCD]:
-            raise OSError(2)
-        ble.gattc_read(link.v[_CONN], h[_FEATURE])
-    elif ev == _READ_RESULT:  # (conn, value handle, data)
-        if b == h[_FEATURE]:
-            link.v[_E2E] = _feature_e2e(mv)
-    elif ev == _READ_DONE:
-        ble.gattc_write(link.v[_CONN], h[_MEAS_CCCD], b"\x01\x00", 1)  # notifications
-    elif ev == _WRITE_DONE:  # (conn, value handle, status)
-        if c:
-            raise OSError(5)
-        if b == h[_MEAS_CCCD] and h[_RACP_CCCD]:
-            ble.gattc_write(link.v[_CONN], h[_RACP_CCCD], b"\x02\x00", 1)  # indications
-        elif b == h[_MEAS_CCCD] or b == h[_RACP_CCCD]:
-            link.v[_STATE] = _UP
-            link.v[_RETRY_S] = 0
-            pump.emit("cgm", {"link": "up"})
-            if link.v[_LAST] >= 0 and h[_RACP]:  # backfill what was missed while the link was down
-                _backfill(link, link.v[_LAST] + 1)
-    elif ev == _NOTIFY:
-        if b == h[_MEAS]:
-            _readings(pump, link, now, mv)
+def event(pump, link, now, ev, a, b, c, d, code, mv):
+    h = link.v
+    if ev == _NOTIFY:
+        if b == h[_MEAS]:  # every record parsed, checked (basalt/cgm/rx.py) and acted on
+            from basalt.cgm import rx
+
+            s = link.vs
+            if s[13] == _NONE:  # no session mapping yet (boot, a new session): this live reading sets it
+                rx.record(mv, 0, len(mv), link.v[_E2E], s)
+                if s[0] == 0:
+                    rx.reset(s, now - 60 * s[6])
+            last = link.v[_LAST]
+            rx.parse(mv, s, lambda r, why: record(pump, link, now, r, why), link.v[_E2E], now)
+            if 0 <= last < link.v[_LAST] - 5 and not link.v[_FILL] and link.v[_RACP]:
+                _backfill(link, last + 1, link.v[_LAST] - 1)  # live readings skipped some (dropped on the air)
     elif ev == _INDICATE:
         # RACP's response, after the records it sent as notifications: success (1) -> the next
         # chunk; anything else (6: no records found) -> caught up
@@ -226,49 +191,7 @@ def _backfill(link, lo, hi=0xFFFF):
     link.ble.gattc_write(link.v[_CONN], h[_RACP], req, 1)
 
 
-# ---- readings --------------------------------------------------------------------------------
-_NONE = const(-0x40000000)  # basalt/cgm/rx.py: "no value" in a state slot
-_CGM = const(22)  # history: a valid reading, a = mg/dL, b = time offset (min)
-_CGM_REJECTED = const(23)  # a = reason code (docs/cgms.md), b = time offset
-# rejection reasons (basalt/cgm/rx.py) that raise an alert: session stopped, malfunction,
-# calibration required
-_R_SESSION_STOPPED = const(6)
-_R_MALFUNCTION = const(7)
-_R_CAL_REQUIRED = const(8)
-_R_STALE = const(12)
-_R_NOT_MONOTONIC = const(14)
-_A_LOSS = const(14)  # alarm codes (core/pump.py ALARMS)
-_A_SESSION = const(15)
-_A_SENSOR = const(16)
-_A_LOW = const(17)
-_A_HIGH = const(18)
-
-
-def _feature_e2e(mv):
-    from .conn import feature
-
-    f = feature(mv)
-    if f < 0:
-        raise OSError(5)  # a Feature that fails its own CRC: do not trust this sensor's records
-    return bool(f & 0x1000)  # E2E-CRC supported: every record must carry a good one
-
-
-def _readings(pump, link, now, mv):
-    """One Measurement notification: every record parsed, checked (basalt/cgm/rx.py) and acted on."""
-    from . import rx
-
-    s = link.vs
-    if s[13] == _NONE:  # no session mapping yet (boot, a new session): this live reading sets it
-        rx.record(mv, 0, len(mv), link.v[_E2E], s)
-        if s[0] == 0:
-            rx.reset(s, now - 60 * s[6])
-    last = link.v[_LAST]
-    rx.parse(mv, s, lambda r, why: _record(pump, link, now, r, why), link.v[_E2E], now)
-    if 0 <= last < link.v[_LAST] - 5 and not link.v[_FILL] and link.v[_RACP]:
-        _backfill(link, last + 1, link.v[_LAST] - 1)  # live readings skipped some (dropped on the air)
-
-
-def _record(pump, link, now, r, why):
+def record(pump, link, now, r, why):
     off = r[6]
     if r[0] == 0 and off > link.v[_LAST]:  # framing and CRC good: the newest offset received
         link.v[_LAST] = off

@@ -6,7 +6,7 @@ try:
 except ImportError:  # CPython. No lib.cpython exports here: its two names would be the pump's too
     const = int
 
-from ..lib import crc16
+from basalt.lib import crc16
 
 _F_E2E_CRC = const(1 << 12)  # = cgms.F_E2E_CRC
 _RACP_ABORT = const(3)

@@ -16,7 +16,7 @@ try:
 except ImportError:  # CPython. No lib.cpython exports here: its two names would be the pump's too
     const = int
 
-from ..lib import crc16
+from basalt.lib import crc16
 
 _NONE = const(-0x40000000)  # "no value" in any slot
 _SAT = const(999999999)  # |scaled()| saturates here (stays a small int)
@@ -78,11 +78,13 @@ _R_NOT_MONOTONIC = const(14)
 _BLOCK_DEFAULT = const((1 << 2) | (1 << 5) | (1 << 12) | (1 << 13) | (1 << 22) | (1 << 23))
 
 
-def state():
-    # A new state array (44 x int32, docs/cgms.md): the record slots (no record yet: r[0] is
-    # E_SIZE), then the validator's, with the default rules and the session unknown. The caller
-    # keeps it across imports of this module: it is a plain array, it keeps nothing else alive.
-    s = array("i", (0,) * _N)
+def state(s=None):
+    # A new state array (44 x int32, docs/cgms.md), or s made one: the record slots (no record
+    # yet: r[0] is E_SIZE), then the validator's, with the default rules and the session unknown.
+    # The caller keeps it across imports of this module: it is a plain array, it keeps nothing
+    # else alive.
+    if s is None:
+        s = array("i", (0,) * _N)
     record(b"", 0, 0, 0, s)
     reset(s)
     s[_LO] = 400

@@ -17,11 +17,11 @@
 try:
     from micropython import const
 except ImportError:  # CPython: const() is a no-op, and every _NAME constant is also readable as NAME
-    from ..lib.cpython import const, exports
+    from basalt.lib.cpython import const, exports
 
     __getattr__ = exports(globals())
 
-from .rx import scaled  # noqa: F401 - the decoder is the pump's: rx.scaled(raw, n=1)
+from basalt.cgm.rx import scaled  # noqa: F401 - the decoder is the pump's: rx.scaled(raw, n=1)
 
 _NAN = const(0x07FF)
 _NRES = const(0x0800)

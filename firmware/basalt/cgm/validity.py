@@ -11,11 +11,11 @@ from array import array
 try:
     from micropython import const
 except ImportError:  # CPython: const() is a no-op, and every _NAME constant is also readable as NAME
-    from ..lib.cpython import const, exports
+    from basalt.lib.cpython import const, exports
 
     __getattr__ = exports(globals())
 
-from . import rx
+from basalt.cgm import rx
 
 _R_OK = const(0)
 _R_MALFORMED = const(1)  # record framing error (Size / flags)

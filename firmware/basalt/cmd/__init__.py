@@ -4,15 +4,10 @@
 #
 # This package module holds the helpers every command uses - checking arguments, saving a
 # change - and is loaded and dropped with the overlays (a module of their own would cost a
-# module object and three interned names). _prof holds the basal profile helpers; the big
-# helpers are overlays of their own, run one at a time through overlay.run: _guard (the limit
-# guard) and _save (the settings files).
-from .. import lib as overlay
-from ..core import Refused
-
-# The settings files (written by _save.py, read back at boot by settings.py)
-FILE = "settings.json"  # active profile, limits, calculator, clock
-PROFILES = "profiles.json"  # the rate tables: rewritten only when a profile changes
+# module object and three interned names). _prof holds the basal profile helpers; the limit guard
+# (_guard) is an overlay of its own, run through overlay.run; the settings save (basalt/lib/save.py)
+# runs after the command, with the command's code dropped (commit below).
+from basalt.core import Refused
 
 
 # ---- arguments --------------------------------------------------------------------------
@@ -46,13 +41,10 @@ def int_arg(args, key, lo, hi):
 
 
 # ---- saving a change --------------------------------------------------------------------
-def commit(pump, undo, profiles=False, settings=True):
-    """Save the change just made in memory (cmd/_save.py); if it cannot be saved - the save
-    overlay does not load, storage full, flash error, out of memory: all the same - undo it and
-    refuse. (A failure between the two files leaves the profiles file newer than the settings
-    file; both are valid alone, and the next successful save makes them agree.)"""
-    try:
-        overlay.run("_save", "save", pump, profiles, settings)
-    except Exception as e:  # noqa: BLE001
-        undo()
-        raise Refused("storage", "settings could not be saved (%s); nothing was changed" % type(e).__name__)
+def commit(pump, undo, profiles=False, settings=True, after=()):
+    """Leave the change just made in memory to be saved once this command's code is dropped
+    (proto/server.py command(), lib/save.py). undo: ((object, attribute name | dict key | index |
+    None for the object's contents, old value), ...), put back if the save fails; after: what only
+    a saved change may write - history records (type, a, b) and events (name, data). Nothing here
+    may refer to the command's module: it is dropped before the save, so the save has that heap."""
+    pump.pending = (undo, profiles, settings, after)

@@ -10,7 +10,7 @@
 # exceed the cap, no window can; the per-tick backstop in core/pump.py then never has to act.
 from micropython import const
 
-from ..core import Refused
+from basalt.core import Refused
 
 _LIMIT_REFUSED = const(8)  # history record type (core/history.py)
 # "limit: " per limit code (history _LIMIT_REFUSED a); a constant, so none of it is interned

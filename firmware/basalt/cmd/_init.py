@@ -1,8 +1,8 @@
 # The pump's constructor (core/pump.py Pump.__init__ runs it): every attribute of the pump and
 # what it means. An overlay, run once at boot, so its bytecode does not stay in the heap.
-from ..core import Delivery, Limits, Profiles, Windows
-from ..core.history import History
-from ..core.pump import ALARMS
+from basalt.core import Delivery, Limits, Profiles, Windows
+from basalt.core.history import History
+from basalt.core.pump import ALARMS
 
 
 def pump(p, motor, mech, emit, annunciator):
@@ -10,7 +10,8 @@ def pump(p, motor, mech, emit, annunciator):
     p.delivery = Delivery(motor, mech)
     p.emit = emit or (lambda name, data: None)  # (tests without a console; the firmware passes one)
     p.annunciator = annunciator  # LED, buzzer and vibration (HAL); core/pump.py show(), cmd/alarm.py
-    p.storage = None  # the storage HAL, for the settings overlays (cmd/_save.py, cmd/settings.py)
+    p.storage = None  # the storage HAL, for the settings overlays (lib/save.py, cmd/settings.py)
+    p.pending = None  # a settings change waiting to be saved (cmd.commit, proto/server.py command())
     p.limits = Limits()
     p.profiles = Profiles()
     p.win = Windows()
@@ -47,7 +48,7 @@ def pump(p, motor, mech, emit, annunciator):
     p.hw = None  # the HAL: sense() -> [pressure, battery, flags, encoder], enable(on)
     p.occ = None  # core/occlusion.Occlusion
     p.enc_k = 0  # encoder counts per step
-    p.enc0 = None  # encoder reading when plunger_steps was 0 (see _check)
+    p.enc0 = None  # encoder reading when plunger_steps was 0 (see check)
     p.enc_last = 0  # the previous encoder reading
     p.batt_mv = 0  # battery mV at ADC full scale
     p.lowv = 0  # consecutive low battery readings

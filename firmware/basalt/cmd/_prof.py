@@ -1,6 +1,6 @@
 # Basal profile helpers for the profile command overlays.
-from ..core import Refused
-from . import arg
+from basalt.cmd import arg
+from basalt.core import Refused
 
 
 def daily_steps(pump, rates):
@@ -17,11 +17,17 @@ def find_profile(profiles, name):
 def segments(profiles, i):
     """A profile's 48 slot rates as flat segments [start_min, rate_mUh, ...]."""
     r = profiles.rates[i]
-    out = []
+    n = 0
     for s in range(len(r)):
         if s == 0 or r[s] != r[s - 1]:
-            out.append(s * 30)
-            out.append(r[s])
+            n += 2
+    out = [0] * n  # one block of the final size: appending would grow it through ever larger copies
+    n = 0
+    for s in range(len(r)):
+        if s == 0 or r[s] != r[s - 1]:
+            out[n] = s * 30
+            out[n + 1] = r[s]
+            n += 2
     return out
 
 
@@ -30,7 +36,7 @@ def name_arg(args, key="name"):
     if type(n) is not str or not 1 <= len(n) <= 16:
         raise Refused("bad_arg", key + " must be a string of 1..16 characters")
     for c in n:
-        if not (c.isalpha() or c.isdigit() or c in "_-"):
+        if not (c.isalpha() or c.isdigit() or c == "_" or c == "-"):
             raise Refused("bad_arg", key + " may hold letters, digits, _ and - only")
     return n
 

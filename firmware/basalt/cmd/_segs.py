@@ -2,8 +2,8 @@
 # before the profile is saved, so the save has the heap without this code.
 from array import array
 
-from ..core import Refused
-from . import check_int
+from basalt.cmd import check_int
+from basalt.core import Refused
 
 
 def parse(pump, segments):

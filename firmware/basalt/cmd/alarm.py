@@ -3,9 +3,9 @@
 # latching live in core/pump.py: resident, as a safety path must never depend on an import.
 from micropython import const
 
-from ..core import Refused
-from ..core import pump as P
-from . import check_int, commit, only, opt
+from basalt.cmd import check_int, commit, only, opt
+from basalt.core import Refused
+from basalt.core import pump as P
 
 # Alarms whose condition the pump watches (reservoir empty/low/removed, limit hold, battery, the
 # CGM's signal, session and sensor, glucose low/high): acknowledging silences them, and they
@@ -82,11 +82,8 @@ def alarm_set(pump, args):
     off = check_int(opt(args, "auto_off_h", pump.auto_off_s // 3600), "auto_off_h", 0, 24)
     if not mu and not h:
         raise Refused("range", "the low-reservoir alert needs an amount or a number of hours")
-    old = (pump.res_low_mu, pump.res_low_h, pump.auto_off_s)
-
-    def undo():
-        pump.res_low_mu, pump.res_low_h, pump.auto_off_s = old
-
+    undo = ((pump, "res_low_mu", pump.res_low_mu), (pump, "res_low_h", pump.res_low_h),
+            (pump, "auto_off_s", pump.auto_off_s))
     pump.res_low_mu, pump.res_low_h, pump.auto_off_s = mu, h, off * 3600
     commit(pump, undo)
     return alarms(pump, {})

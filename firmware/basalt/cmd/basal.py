@@ -4,9 +4,9 @@ from array import array
 
 from micropython import const
 
-from .. import lib as overlay
-from ..core import Refused
-from . import arg, commit, only
+from basalt import lib as overlay
+from basalt.cmd import arg, commit, only
+from basalt.core import Refused
 
 _PROFILE_SET = const(2)  # history record type (core/history.py)
 
@@ -31,24 +31,17 @@ def profile_set(pump, args):
     # for this one: an array made now would stay behind among the command's garbage.
     if i < 0:
         i = len(p.names)
-        p.rates[i][:] = rates
+        undo = ((p.names, None, list(p.names)),)  # (copied back into the list: it keeps its room for six)
         p.names.append(name)
-
-        def undo():
-            p.names.pop()
     else:
-        old = array("H", p.rates[i])
-        p.rates[i][:] = rates
-
-        def undo():
-            p.rates[i][:] = old
-    commit(pump, undo, profiles=True, settings=False)
+        undo = ((p.rates[i], None, array("H", p.rates[i])),)
+    p.rates[i][:] = rates
     steps = pump.mech.steps_floor(sum(rates) // 2)  # the day's total: each slot is half an hour
-    pump.record(_PROFILE_SET, i, steps)
     # No echo of the segments in the reply or the event: 48 of them are ~3.5 KB of objects,
     # which a 64 KB heap cannot spare twice; profile_get reads them back.
     daily = pump.mech.mu_from_steps(steps)
-    pump.emit("basal", {"profile": name, "daily_mU": daily})
+    commit(pump, undo, profiles=True, settings=False,
+           after=((_PROFILE_SET, i, steps), ("basal", {"profile": name, "daily_mU": daily})))
     return {"name": name, "daily_mU": daily, "active": i == p.active}
 
 

@@ -1,12 +1,12 @@
 # Bolus commands: normal (now, at the configured speed), extended (square wave over 30 min to
-# 8 h) and combo (a normal part now and an extended part), and cancel. One normal and one
+# 8 h) and combo (a normal part now and an extended part); cancelling is therapy.py's. One normal and one
 # extended bolus can run at a time; a second of the same kind is refused (they never queue).
 from micropython import const
 
-from .. import lib as overlay
-from ..core import Refused
-from ..core.pump import REASONS
-from . import check_int, only, opt
+from basalt import lib as overlay
+from basalt.cmd import check_int, only, opt
+from basalt.core import Refused
+from basalt.core.pump import REASONS
 
 _BOLUS_REQUEST = const(5)  # history record type (core/history.py)
 
@@ -61,31 +61,3 @@ def bolus(pump, args):
         return normal
     return {"id": pump.bolus_id, "phase": "started", "kind": "combo" if now_s else "extended",
             "normal": normal, "extended": extended}
-
-
-def bolus_cancel(pump, args):
-    """{kind: normal | extended | all (default)}. Stops the motor mid-train and reports what its
-    counter says was emitted. Reply: the cancelled normal bolus's report (or the extended one's
-    when only that ran), with "extended" holding the extended report when both were cancelled."""
-    only(args, "kind")
-    kind = opt(args, "kind", "all")
-    if kind not in ("normal", "extended", "all"):
-        raise Refused("bad_arg", "kind is normal, extended or all")
-    normal = _cancel(pump, 1) if kind in ("normal", "all") and pump.nb_req else None
-    extended = _cancel(pump, 2) if kind in ("extended", "all") and pump.xb_req else None
-    if normal is None and extended is None:
-        raise Refused("state", "no bolus is running" if kind == "all" else "no %s bolus is running" % kind)
-    if normal is None:
-        return extended
-    if extended is not None:
-        normal["extended"] = extended
-    return normal
-
-
-def _cancel(pump, kind):
-    """Stop the motor mid-train, account what its counter says, end the bolus. None if no
-    such bolus is running (it may have completed in that very train)."""
-    pump._settle(True)
-    if (pump.nb_req if kind == 1 else pump.xb_req) == 0:
-        return None
-    return pump._bolus_end(kind, "cancelled")

@@ -9,11 +9,11 @@
 # the action curve itself is evaluated in floating point.
 import math
 
-from ..core import Refused
-from . import check_int, int_arg, only, opt
+from basalt.cmd import check_int, int_arg, only, opt
+from basalt.core import Refused
 
 
-def _at(sched, minute, step):
+def at(sched, minute, step):
     """Offset of the entry in force at minute in a flat schedule of `step`-wide entries."""
     cur = 0
     for j in range(0, len(sched), step):
@@ -23,7 +23,7 @@ def _at(sched, minute, step):
     return cur
 
 
-def _remaining(t, td, tp):
+def remaining(t, td, tp):
     """Fraction of a bolus still active t minutes after it (OpenAPS exponential curve)."""
     if t <= 0:
         return 1.0
@@ -46,7 +46,7 @@ def iob_uu(pump):
     for k in range(td // 5 + 1):
         steps = w.bolus5[(w.minute // 5 - k) % len(w.bolus5)]  # the 5-minute bucket k buckets ago
         if steps:
-            total += int(steps * u * _remaining(k * 5, td, tp))
+            total += int(steps * u * remaining(k * 5, td, tp))
     return total
 
 
@@ -61,9 +61,9 @@ def bolus_calc(pump, args):
     if bg and bg < 40:
         raise Refused("range", "bg_mgdl must be 40..600 (or omitted)")
     minute = pump.minute_of_day()
-    cr = c["cr"][_at(c["cr"], minute, 2) + 1]
-    isf = c["isf"][_at(c["isf"], minute, 2) + 1]
-    j = _at(c["target"], minute, 3)
+    cr = c["cr"][at(c["cr"], minute, 2) + 1]
+    isf = c["isf"][at(c["isf"], minute, 2) + 1]
+    j = at(c["target"], minute, 3)
     t = c["target"][j:j + 3]
     carb_uu = carbs * 10_000_000 // cr  # carbs / (cr/10 g per U), in uU
     corr_uu = 0

@@ -1,8 +1,8 @@
 # Bolus calculator settings: carb ratio, sensitivity and target schedules; insulin action.
 from array import array
 
-from ..core import Refused
-from . import arg, check_int, commit, only, opt
+from basalt.cmd import arg, check_int, commit, only, opt
+from basalt.core import Refused
 
 DEFAULTS = {"dia_min": 300, "peak_min": 75}  # OpenAPS exponential-curve defaults (rapid-acting)
 
@@ -10,7 +10,7 @@ DEFAULTS = {"dia_min": 300, "peak_min": 75}  # OpenAPS exponential-curve default
 MAX_ENTRIES = 24  # per schedule; commercial pumps allow 8-16 carb ratio / sensitivity / target times
 
 
-def _schedule(v, name, width, lo, hi):
+def sched(v, name, width, lo, hi):
     """Flat [start_min, value(s), start_min, value(s), ...] (width values per entry), starting at
     0, ascending on 30-minute boundaries. Flat for the heap's sake, as basal segments."""
     step = width + 1
@@ -38,9 +38,9 @@ def calc_set(pump, args):
     if old is None:
         for k in ("cr", "isf", "target"):
             arg(args, k)  # refuses with "missing argument"
-    cr = _schedule(args["cr"], "cr", 1, 10, 1500) if "cr" in args else cur["cr"]  # 1.0 .. 150.0 g/U
-    isf = _schedule(args["isf"], "isf", 1, 5, 500) if "isf" in args else cur["isf"]
-    target = _schedule(args["target"], "target", 2, 70, 250) if "target" in args else cur["target"]
+    cr = sched(args["cr"], "cr", 1, 10, 1500) if "cr" in args else cur["cr"]  # 1.0 .. 150.0 g/U
+    isf = sched(args["isf"], "isf", 1, 5, 500) if "isf" in args else cur["isf"]
+    target = sched(args["target"], "target", 2, 70, 250) if "target" in args else cur["target"]
     for j in range(0, len(target), 3):
         if target[j + 1] > target[j + 2]:
             raise Refused("range", "target low must not exceed high")
@@ -52,12 +52,8 @@ def calc_set(pump, args):
     pump.calc = {"cr": array("H", cr), "isf": array("H", isf), "target": array("H", target),
                  "dia_min": dia, "peak_min": peak}
     if hasattr(pump, "profiles"):  # not when settings.load validates stored values
-
-        def undo():
-            pump.calc = old
-        commit(pump, undo)
+        commit(pump, ((pump, "calc", old),))
     return {"dia_min": dia, "peak_min": peak, "entries": [len(cr) // 2, len(isf) // 2, len(target) // 3]}
-
 
 def calc_get(pump, args):
     """{} -> dia_min, peak_min and the entry count of each schedule; {schedule: cr|isf|target} ->
@@ -72,4 +68,8 @@ def calc_get(pump, args):
                 "entries": [len(c["cr"]) // 2, len(c["isf"]) // 2, len(c["target"]) // 3]}
     if which not in ("cr", "isf", "target"):
         raise Refused("bad_arg", "schedule is cr, isf or target")
-    return {"schedule": which, which: list(c[which])}
+    a = c[which]
+    out = [0] * len(a)  # one block of the final size (list() would grow it through larger copies)
+    for i in range(len(a)):
+        out[i] = a[i]
+    return {"schedule": which, which: out}

@@ -1,21 +1,27 @@
 # CGM commands for the host: the latest reading with the pump's trend, the recent readings,
 # pairing (the pump talks to one sensor, by address, and ignores every other) and the alert
-# settings. The client itself is basalt/cgm/client.py; docs/cgm_client.md.
+# settings, which are saved with the settings (lib/save.py). The client itself is
+# basalt/cgm/client.py; docs/cgm_client.md.
 from micropython import const
 
-from ..core import Refused
-from . import only
+from basalt.cmd import check_int, commit, only, opt
+from basalt.core import Refused
 
 # core/cgm.py CgmLink.v slots
 _STATE = const(0)
+_CONN = const(1)
+_DUE = const(2)
+_RETRY_S = const(3)
+_LAST = const(4)
 _GN = const(5)
+_VALID_T = const(6)
 _LOSS_S = const(7)
 _LOW = const(8)
 _HIGH = const(9)
 _LOST = const(13)
 
 
-def _link(pump):
+def link(pump):
     if pump.cgm is None:
         raise Refused("state", "this board has no radio")
     return pump.cgm
@@ -26,7 +32,7 @@ def cgm(pump, args):
     settings, and the readings counted per reason: counts[0] accepted, counts[r] rejected with
     reason r (docs/cgms.md)."""
     only(args)
-    c = _link(pump)
+    c = link(pump)
     p = c.pair
     v = c.v
     out = {"paired": None if not p[0] else ":".join("%02X" % b for b in p[1:7]),
@@ -36,7 +42,7 @@ def cgm(pump, args):
     if c.v[_GN]:
         i = (c.v[_GN] - 1) % 24
         out["glucose_mgdl"], out["age_s"] = c.g[i], pump.uptime_s - c.gt[i]
-        out["trend"] = _trend(c, c.gt[i])
+        out["trend"] = trend(c, c.gt[i])
     return out
 
 
@@ -44,7 +50,7 @@ def cgm_history(pump, args):
     """{} -> the valid readings the pump holds (the last 3 hours at most), oldest first, as a
     flat list [pump time s, mg/dL, ...]. Older readings: history with type 22."""
     only(args)
-    c = _link(pump)
+    c = link(pump)
     out = []
     for k in range(c.v[_GN] - 24 if c.v[_GN] > 24 else 0, c.v[_GN]):
         out.append(c.gt[k % 24])
@@ -52,7 +58,7 @@ def cgm_history(pump, args):
     return {"readings": out}
 
 
-def _trend(c, now):
+def trend(c, now):
     """Rate of change over the 20 min before now, tenths of mg/dL per minute: the
     least-squares slope of the valid readings in that window (at least 3), or None."""
     n = sx = sy = sxx = sxy = 0
@@ -71,3 +77,64 @@ def _trend(c, now):
     if n < 3 or d == 0:
         return None
     return (n * sxy - sx * sy) * 100 // d  # mg/dL per tenth-minute x 100
+
+
+def cgm_pair(pump, args):
+    """{address: "C0:98:E5:49:00:01"} binds the pump to that sensor (any other is ignored);
+    {address: null} unpairs. Saved with the settings."""
+    only(args, "address")
+    c = link(pump)
+    a = opt(args, "address", 0)
+    if a == 0:
+        raise Refused("bad_arg", "missing argument address")
+    new = bytearray(7)  # unpaired
+    if a is not None:
+        if type(a) is not str or len(a) != 17:
+            raise Refused("bad_arg", "address is 6 hex bytes like C0:98:E5:49:00:01")
+        try:
+            for i in range(6):
+                if i and a[3 * i - 1] != ":":
+                    raise ValueError
+                new[i + 1] = int(a[3 * i:3 * i + 2], 16)
+        except ValueError:
+            raise Refused("bad_arg", "address is 6 hex bytes like C0:98:E5:49:00:01")
+        new[0] = 1
+    undo = ((c.pair, None, bytes(c.pair)),)
+    c.pair[:] = new
+    commit(pump, undo)
+    reset(pump, c)  # (before the save: if that fails, the old pairing's link just starts over)
+    return {"paired": a}
+
+
+def cgm_set(pump, args):
+    """{low_mgdl: 0 or 55..150, high_mgdl: 0 or 120..400, loss_min: 10..120}: the glucose alerts
+    (0 = off; low is on at 70 by default) and the signal-loss alert. Saved with the settings."""
+    only(args, "low_mgdl", "high_mgdl", "loss_min")
+    c = link(pump)
+    low = check_int(opt(args, "low_mgdl", c.v[_LOW]), "low_mgdl", 0, 150)
+    high = check_int(opt(args, "high_mgdl", c.v[_HIGH]), "high_mgdl", 0, 400)
+    loss = check_int(opt(args, "loss_min", c.v[_LOSS_S] // 60), "loss_min", 10, 120)
+    if 0 < low < 55 or 0 < high < 120 or low and high and high <= low:
+        raise Refused("range", "low_mgdl is 0 or 55..150, high_mgdl 0 or 120..400, and above low")
+    undo = ((c.v, _LOW, c.v[_LOW]), (c.v, _HIGH, c.v[_HIGH]), (c.v, _LOSS_S, c.v[_LOSS_S]))
+    c.v[_LOW], c.v[_HIGH], c.v[_LOSS_S] = low, high, loss * 60
+    commit(pump, undo)
+    return {"low_mgdl": low, "high_mgdl": high, "loss_min": loss}
+
+
+def reset(pump, c):
+    """A new pairing: drop the link and the session mapping; scan now."""
+    if c.v[_STATE]:
+        try:
+            if c.v[_STATE] == 1:
+                c.ble.gap_scan(None)
+            elif c.v[_STATE] == 2:
+                c.ble.gap_connect(None)
+            else:
+                c.ble.gap_disconnect(c.v[_CONN])
+        except OSError:
+            pass
+    c.v[_STATE] = c.v[_DUE] = c.v[_RETRY_S] = 0
+    c.v[_LAST] = -1
+    c.v[_VALID_T] = pump.uptime_s
+    c.vs[13] = -0x40000000  # session unknown (basalt/cgm/rx.py)

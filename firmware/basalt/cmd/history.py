@@ -3,8 +3,8 @@
 # in the log says it has.
 import struct
 
-from ..core.history import FMT, LOGS, REC
-from ..lib import crc16
+from basalt.core.history import FMT, LOGS, REC
+from basalt.lib import crc16
 
 
 def history(pump, args):
@@ -12,7 +12,7 @@ def history(pump, args):
     range}. Records are [seq, t, type, a, b]; amounts a/b are in steps (see core/history.py).
     A reply holds what fits one frame and looks at 256 records at most: page on with since=next.
     A record that fails its checks is never returned; its seq is listed in skipped_corrupt."""
-    from . import check_int, only, opt  # here: recovery at boot imports this module lean
+    from basalt.cmd import check_int, only, opt  # here: recovery at boot imports this module lean
 
     only(args, "since", "limit", "type", "from_s", "to_s")
     h = pump.history
@@ -40,7 +40,7 @@ def history(pump, args):
                 room -= len("[%d, %d, %d, %d, %d], " % (s, t, k, a, b))
                 if room < 0:
                     break  # this record starts the next page
-                out.append([s, t, k, a, b])
+                out.append((s, t, k, a, b))  # a tuple: a third lighter than a list (JSON: the same)
         last = s
     d = {"records": out, "next": last, "newest": h.seq, "oldest": lo, "uu_per_step": pump.mech.uu_per_step}
     if bad:

@@ -1,8 +1,8 @@
 # Therapy limits: change them (all validated together, then applied together).
-from .. import lib as overlay
-from ..core import Refused
-from . import check_int, commit
-from ._limits import SPEC
+from basalt import lib as overlay
+from basalt.cmd import check_int, commit
+from basalt.cmd._limits import SPEC
+from basalt.core import Refused
 
 
 def limits_set(pump, args):
@@ -35,14 +35,9 @@ def limits_set(pump, args):
         # construction (commitments were checked against the lower ones), so the guard is only
         # loaded when it can matter.
         overlay.run("_guard", "check", pump, caps=(m.steps_floor(new["max_hour_mU"]), m.steps_floor(new["max_day_mU"])))
-    old = dict(pump.limits.__dict__)
+    undo = tuple((pump.limits, k, getattr(pump.limits, k)) for k in new)  # (putting back resets the caps)
     for k in new:
         setattr(pump.limits, k, new[k])
     pump.set_caps()
-
-    def undo():
-        for k in old:
-            setattr(pump.limits, k, old[k])
-        pump.set_caps()
     commit(pump, undo)
     return dict(pump.limits.__dict__)

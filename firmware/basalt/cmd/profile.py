@@ -1,6 +1,6 @@
-# Basal profiles: list, read, select, delete (editing is basal.py).
-from . import only
-from ._prof import daily_steps, profile_index, segments
+# Basal profiles: list, read (selecting and deleting is profile_sel.py, editing basal.py).
+from basalt.cmd import only
+from basalt.cmd._prof import daily_steps, profile_index, segments
 
 
 def profile_list(pump, args):

@@ -13,9 +13,9 @@ import struct
 
 from micropython import const
 
-from ..core import history as H
-from ..core import pump as P
-from .history import oldest, records
+from basalt.cmd.history import oldest, records
+from basalt.core import history as H
+from basalt.core import pump as P
 
 # history record types: the ones recovery writes, then the ones it reads (core/history.py)
 _BOOT = const(19)  # a = reset cause (1 power, 2 watchdog, 3 soft), b = 1 after a clean shutdown
@@ -58,7 +58,7 @@ def _open(store, log):
             hi = mid - 1
     torn = 0
     if store.readinto(name, lo * size, one):  # an append the power cut tore: never acknowledged
-        store.write_atomic(name, _copy(store, name, lo * size))
+        store.write_atomic(name, copy(store, name, lo * size))
         torn = top * per + lo + 1
     # The segment of the newest whole record decides what the ring keeps (a cut inside the first
     # append of a segment leaves it empty, and the oldest one must stay).
@@ -69,7 +69,7 @@ def _open(store, log):
     return top * per + lo, torn
 
 
-def _copy(store, name, n):
+def copy(store, name, n):
     """The first n bytes of a file, in small chunks."""
     buf = bytearray(128)
     at = 0
@@ -270,9 +270,9 @@ def _replay(pump, kind, a, b, t):
 def shutdown(pump):
     """The orderly power-off: stop the motor and account it, end any bolus as cancelled (so none
     is left to interrupt), and mark the journal clean."""
-    pump._settle(True)
+    pump.settle(True)
     if pump.nb_req:
-        pump._bolus_end(1, "cancelled")
+        pump.bolus_end(1, "cancelled")
     if pump.xb_req:
-        pump._bolus_end(2, "cancelled")
+        pump.bolus_end(2, "cancelled")
     pump.history.save(pump, 1)

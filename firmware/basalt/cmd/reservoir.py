@@ -5,9 +5,9 @@
 # apart from therapy (prime_steps), never as basal or bolus.
 from micropython import const
 
-from ..core import Refused
-from ..core import pump as P
-from . import check_int, only, opt
+from basalt.cmd import check_int, only, opt
+from basalt.core import Refused
+from basalt.core import pump as P
 
 _PRIME_MAX_STEPS = const(6000)  # 30 U: the longest prime (cmd/service.py stops it there)
 _CANNULA_FILL_MU = const(300)  # 0.3 U, the soft-cannula fill volume of common infusion sets
@@ -88,7 +88,7 @@ def prime_stop(pump, args):
     only(args)
     if pump.res_state != "priming":
         raise Refused("state", "not priming")
-    from .service import prime_stop as stop
+    from basalt.cmd.service import prime_stop as stop
 
     return stop(pump)
 

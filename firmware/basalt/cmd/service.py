@@ -2,7 +2,7 @@
 # An overlay: it runs only during the minutes a reservoir change takes.
 from micropython import const
 
-from ..core import DELIVER, RETRACT
+from basalt.core import DELIVER, RETRACT
 
 _PRIME_HZ = const(40)  # 12 U/min: tubing prime speed
 _PRIME_MAX_STEPS = const(6000)  # 30 U: a prime that long means something is wrong (cmd/reservoir.py reports it)
@@ -46,7 +46,7 @@ def tick(pump):
 
 
 def prime_stop(pump):
-    pump._settle(True)
+    pump.settle(True)
     pump.res_state = "primed"
     pump.record(_PRIME, pump.prime_run, 1)
     pump.emit("reservoir", {"state": "primed", "primed_steps": pump.prime_run})

@@ -1,5 +1,5 @@
 # Restoring settings at boot: profiles.json (rate tables) and settings.json (active profile,
-# limits, calculator, clock), written by _save.py through the storage HAL's write-new/verify/
+# limits, calculator, clock), written by lib/save.py through the storage HAL's write-new/verify/
 # rename. Validated whole on load - anything wrong and the pump keeps its safe defaults and
 # raises settings_lost.
 import json
@@ -7,8 +7,9 @@ from binascii import unhexlify
 
 from micropython import const
 
-from . import FILE, PROFILES, check_int
-from ._limits import SPEC
+from basalt.cmd import check_int
+from basalt.cmd._limits import SPEC
+from basalt.core import FILE, PROFILES
 
 # core/cgm.py CgmLink.v slots
 _LOSS_S = const(7)
@@ -26,6 +27,7 @@ def load(pump):
     try:
         from array import array
 
+
         # settings.json is written only when a setting changes (a basal_set writes profiles only)
         doc = json.loads(raw) if raw else {"active": 0, "limits": dict(pump.limits.__dict__)}
         # profiles.json is written only when a profile changes: without it the defaults stand
@@ -37,7 +39,7 @@ def load(pump):
         if not praw:
             names, rates = pump.profiles.names, pump.profiles.rates
         for name, h in pdoc["profiles"]:
-            r = array("H", unhexlify(h))  # see _save.py: uint16 slot rates, hex
+            r = array("H", unhexlify(h))  # see lib/save.py: uint16 slot rates, hex
             if type(name) is not str or len(r) != len(pump.profiles.rates[0]):
                 raise ValueError("profile")
             for x in r:
@@ -49,7 +51,7 @@ def load(pump):
         active = check_int(doc["active"], "active", 0, len(names) - 1)
         calc = doc.get("calc")
         if calc is not None:
-            from . import calc_cfg as c
+            from basalt.cmd import calc_cfg as c
 
             for k in ("cr", "isf", "target"):
                 calc[k] = list(array("H", unhexlify(calc[k])))

@@ -1,6 +1,6 @@
 # The status report.
-from ..core import pump as P
-from . import only
+from basalt.cmd import only
+from basalt.core import pump as P
 
 
 def status(pump, args):

@@ -1,7 +1,7 @@
 # The pump clock and reading the limits.
 from micropython import const
 
-from . import arg, check_int, commit, only
+from basalt.cmd import arg, check_int, commit, only
 
 _TIME_SET = const(15)  # history record type (core/history.py)
 
@@ -18,14 +18,9 @@ def time_set(pump, args):
     only(args, "local_s")
     new = check_int(arg(args, "local_s"), "local_s", 0, 0x7FFFFFFF)  # history keeps it as int32 (to 2068)
     old = pump.local_s()
-    old_offset = pump.clock_offset_s
+    undo = ((pump, "clock_offset_s", pump.clock_offset_s),)
     pump.clock_offset_s = new - pump.uptime_s
-
-    def undo():
-        pump.clock_offset_s = old_offset
-    commit(pump, undo)
-    pump.record(_TIME_SET, new, old)
-    pump.emit("time", {"local_s": new, "previous_s": old})
+    commit(pump, undo, after=((_TIME_SET, new, old), ("time", {"local_s": new, "previous_s": old})))
     return {"local_s": new, "previous_s": old, "minute_of_day": pump.minute_of_day()}
 
 

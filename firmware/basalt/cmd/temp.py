@@ -1,9 +1,9 @@
 # Temporary basal rates.
 from micropython import const
 
-from .. import lib as overlay
-from ..core import Refused
-from . import int_arg, only
+from basalt import lib as overlay
+from basalt.cmd import int_arg, only
+from basalt.core import Refused
 
 _TEMP_START = const(3)  # history record type (core/history.py)
 

@@ -8,6 +8,9 @@ from array import array
 TICK_MS = 1000
 DELIVER = 1
 RETRACT = -1
+# The settings files in storage (written by lib/save.py, read back at boot by cmd/settings.py)
+FILE = "settings.json"  # active profile, limits, calculator, clock, CGM pairing and alerts
+PROFILES = "profiles.json"  # the rate tables: rewritten only when a profile changes
 
 
 class Refused(Exception):

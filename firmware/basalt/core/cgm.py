@@ -11,7 +11,7 @@
 
 from micropython import const
 
-from .. import lib as overlay
+from basalt import lib as overlay
 
 SLOTS = const(8)  # queued events
 DATA = const(24)  # bytes per event: 23 of data (a default-MTU notification is at most 20), the length

@@ -16,7 +16,7 @@ import struct
 
 from micropython import const
 
-from ..lib import crc16
+from basalt.lib import crc16
 
 REC = const(20)
 FMT = "<IIBBii"
@@ -59,7 +59,7 @@ class History:
         self.snap = bytearray(130)
         self.seq = 0  # newest history record (0: none)
         self.sseq = 0  # newest journal snapshot
-        # motor steps accounted since the last snapshot (core/pump.py _settle); a record adds
+        # motor steps accounted since the last snapshot (core/pump.py settle); a record adds
         # CKPT + 1, so the next sync() writes a snapshot
         self.unsaved = 0
 

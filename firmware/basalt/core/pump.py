@@ -11,8 +11,8 @@
 #             accounted from the motor's counter; totals, reservoir and plunger are exact.
 from micropython import const
 
-from .. import lib as overlay
-from . import RETRACT
+from basalt import lib as overlay
+from basalt.core import RETRACT
 
 _SUSPEND = const(11)  # history record type (core/history.py)
 _ALARM = const(13)  # history record type (core/history.py)
@@ -82,13 +82,13 @@ class Pump:
         """One control period. The train it starts covers the second [u, u+1) of uptime u, at
         the rates in force at its start: a segment or temp basal that begins at u owns it."""
         self.fwd = 0
-        self._settle(False)
+        self.settle(False)
         u = self.uptime_s
         minute = self.minute_of_day()
         self.uptime_s = u + 1
         self.win.advance(u)
         if self.hw is not None:
-            self._check(self.hw.sense())
+            self.check(self.hw.sense())
         if self.cgm is not None and self.cgm.pair[0]:
             self.cgm.tick(self, u)  # the CGM client (core/cgm.py), when paired
         if self.remind and self.uptime_s >= self.remind:  # (a negative remind is due at once)
@@ -119,7 +119,7 @@ class Pump:
             self.halt(2, "reservoir_empty")
             return
         if u % 60 == 0:
-            self._minute(u)
+            self.minute(u)
             if self.state != _RUNNING:
                 return
         d = self.delivery
@@ -168,7 +168,7 @@ class Pump:
             if self.xb_req and self.uptime_s % 60 == 0:
                 self.emit("bolus", self.bolus_info(2, "progress"))
 
-    def _settle(self, stop):
+    def settle(self, stop):
         direction = self.delivery.direction
         basal, ext, normal, service, extra = self.delivery.settle(stop)
         if basal + ext + normal + service + extra == 0:
@@ -195,12 +195,12 @@ class Pump:
         self.xb_done += ext
         self.win.add(basal + ext + normal + extra, ext + normal)
         if self.nb_req and self.nb_done >= self.nb_req:
-            self._bolus_end(1, "complete")
+            self.bolus_end(1, "complete")
         if self.xb_req and self.xb_done >= self.xb_req:
-            self._bolus_end(2, "complete")
+            self.bolus_end(2, "complete")
 
     # ---- hardware checks ----------------------------------------------------------------
-    def _check(self, s):
+    def check(self, s):
         """The tick's readings: s = [force sensor, battery, flags, encoder] (HAL sense())."""
         # The encoder must agree with the steps the motor was told to make. enc0: the reading at
         # plunger 0 (None: take it from this reading; False: the driver is off, nothing to check).
@@ -248,7 +248,7 @@ class Pump:
             self.relief = r if r < _BACKOFF_MAX else _BACKOFF_MAX
             self.prime_run = 0  # counts the back-off
 
-    def _minute(self, u):
+    def minute(self, u):
         """Once a minute while running: the low-reservoir alert and auto-off."""
         if not self.alarm_st[6]:
             mu = self.mech.mu_from_steps(self.reservoir_steps)
@@ -260,12 +260,24 @@ class Pump:
             elif u - self.alarm_t[11] >= _AUTO_OFF_GRACE_S:
                 self.halt(8, "auto_off")  # the alarm is still raised: that halt adds the stop
 
-    # ---- boluses and temp basal: their reports and ends are cmd/therapy.py's ---------
-    # (an overlay: they run when a bolus or temp basal reports or ends, not every tick)
+    # ---- boluses and temp basal: their ends are cmd/therapy.py's ----------------------
+    # (an overlay: they run when a bolus or temp basal ends, not every tick). A bolus's report is
+    # resident: the bolus command, status and the progress events need it, and loading an overlay
+    # for it beside the bolus command's is what used to set the firmware's peak heap.
     def bolus_info(self, kind, phase):
-        return overlay.call("therapy", "bolus_info", self, kind, phase)
+        if kind == 1:
+            bid, req, done = self.nb_id, self.nb_req, self.nb_done
+        else:
+            bid, req, done = self.xb_id, self.xb_req, self.xb_done
+        m = self.mech
+        info = {"id": bid, "kind": "normal" if kind == 1 else "extended", "phase": phase,
+                "requested_mU": m.mu_from_steps(req), "delivered_mU": m.mu_from_steps(done),
+                "requested_steps": req, "delivered_steps": done}
+        if kind == 2:
+            info["minutes"] = self.xb_dur // 60
+        return info
 
-    def _bolus_end(self, kind, phase):
+    def bolus_end(self, kind, phase):
         return overlay.call("therapy", "bolus_end", self, kind, phase)
 
     def end_temp(self, how):
@@ -274,22 +286,22 @@ class Pump:
         if not self.tb_end:
             return None
         if how == 2:
-            self._settle(True)
+            self.settle(True)
         return overlay.call("therapy", "temp_end", self, how)
 
     # ---- state ------------------------------------------------------------------------
     def stop_delivery(self, reason):
         """Stop the motor now, account exactly, end boluses and any temp basal, and suspend."""
-        self._settle(True)
+        self.settle(True)
         m = self.mech
         out = {"state": _SUSPENDED, "bolus_cancelled": None, "extended_cancelled": None, "temp_cancelled": None,
                "delivered_mU": m.mu_from_steps(self.basal_steps + self.bolus_steps),
                "last_hour_mU": m.mu_from_steps(self.win.hour_sum)}
         try:
             if self.nb_req:
-                out["bolus_cancelled"] = self._bolus_end(1, "cancelled")
+                out["bolus_cancelled"] = self.bolus_end(1, "cancelled")
             if self.xb_req:
-                out["extended_cancelled"] = self._bolus_end(2, "cancelled")
+                out["extended_cancelled"] = self.bolus_end(2, "cancelled")
             out["temp_cancelled"] = self.end_temp(2)
         except Exception:  # noqa: BLE001 - the report could not load: stop them all the same
             self.nb_req = self.xb_req = self.tb_end = 0

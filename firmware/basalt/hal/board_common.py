@@ -18,7 +18,7 @@ import machine
 from machine import ADC, PWM, WDT, Pin, Timer
 from micropython import const
 
-from ..lib.filestore import FileStore
+from basalt.lib.filestore import FileStore
 
 _POLL_SLICE_MS = const(20)  # longest single sleep: pending console output is pushed this often
 _WRITE_CHUNK = const(256)  # most bytes handed to the USB/UART driver per write() call

@@ -15,7 +15,7 @@ import esp32
 from machine import Pin
 from micropython import const
 
-from .board_common import make_board_hal
+from basalt.hal.board_common import make_board_hal
 
 _RES_HZ = const(1_000_000)  # RMT resolution: 1 us per tick (80 MHz APB / 80)
 _STEP_HIGH_US = const(10)  # STEP high time; A4988 needs >= 1 us, TMC2209 >= 100 ns

@@ -15,7 +15,7 @@ import rp2
 from machine import Pin
 from micropython import const
 
-from .board_common import make_board_hal
+from basalt.hal.board_common import make_board_hal
 
 _CYCLES_PER_STEP = const(2000)  # SM cycles per step; >= 1908 lets hz = 1 fit the 16-bit divider
 _LOOP_OVERHEAD = const(20)  # cycles of one step outside the delay loop (see the program)

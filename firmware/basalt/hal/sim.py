@@ -31,7 +31,7 @@ import select
 
 from micropython import const
 
-from .. import lib as overlay
+from basalt import lib as overlay
 
 TICK_MS = 1000
 _GC_EVERY_TICKS = const(600)  # sample the live heap every 10 simulated minutes
@@ -45,11 +45,11 @@ class Hal:
     # not stay in the heap.
 
     # ---- bus ----------------------------------------------------------------------------
-    # Bus lines are formatted "%c %d ..." with the letter as a number: each distinct short format
-    # string is a name interned for good, and the firmware is near MicroPython's qstr pool limit
-    # (docs/memory.md); three formats serve every line.
+    # Bus lines are bytes, formatted "%c %d ..." with the letter as a number: a str constant is a
+    # name interned for good, and the firmware is near MicroPython's qstr pool limit
+    # (docs/memory.md); a bytes constant is not, and three formats serve most lines.
     def send(self, line):
-        data = ("@" + line + "\n").encode()
+        data = b"@" + line + b"\n"
         while data:
             data = data[self.bus.write(data):]
 
@@ -93,7 +93,7 @@ class Hal:
                 self.granted = self._num(start + 2)
             elif c == 73:  # 'I'
                 self._sample()
-                self.send("I %d %d %d %d" % (self.now_ms(), gc.mem_alloc(), gc.mem_free(), self.peak))
+                self.send(b"I %d %d %d %d" % (self.now_ms(), gc.mem_alloc(), gc.mem_free(), self.peak))
             elif c == 75:  # 'K'
                 self.storage.cut = self._num(start + 2)
             elif c == 72:  # 'H'
@@ -126,7 +126,7 @@ class Hal:
         if a > self.peak:
             self.peak = a
 
-    def _poll(self, timeout):
+    def poll(self, timeout):
         """Serve the bus and the console listener; True when console input waits."""
         io = False
         for ev in self.poller.ipoll(timeout):
@@ -135,7 +135,7 @@ class Hal:
             elif ev[0] is self.listener:
                 c = self.listener.accept()[0]
                 c.setblocking(False)
-                self._drop()  # a new connection replaces the old, like reopening a UART
+                self.drop()  # a new connection replaces the old, like reopening a UART
                 self.client = c
                 self.poller.register(c, select.POLLIN)
             else:
@@ -150,7 +150,7 @@ class Hal:
         if self.ble:
             self.ble.deliver()
         if self.wdt_ms and self.now - self.fed > self.wdt_ms:
-            self.send("%c %d" % (84, self.now))
+            self.send(b"%c %d" % (84, self.now))
             raise SystemExit(3)  # the watchdog resets the board
         if self.next_tick <= self.granted:
             self.now = self.next_tick
@@ -162,14 +162,14 @@ class Hal:
         self.now = self.granted
         if self.acked != self.granted:
             self.acked = self.granted
-            self.send("%c %d" % (65, self.granted))
+            self.send(b"%c %d" % (65, self.granted))
         # Paused: serve the console at this instant until the harness grants more time; the
         # short timeout lets pending console output drain.
-        self._poll(20)
+        self.poll(20)
         return True
 
     # ---- console ------------------------------------------------------------------------
-    def _drop(self):
+    def drop(self):
         if self.client is not None:
             self.poller.unregister(self.client)
             self.client.close()
@@ -181,14 +181,14 @@ class Hal:
         except OSError:
             n = 0
         if n == 0:
-            self._drop()  # closed or broken
+            self.drop()  # closed or broken
         return n or 0
 
     def write(self, mv):
         try:
             return (self.client.write(mv) or 0) if self.client else len(mv)  # unplugged: discard
         except OSError:
-            self._drop()
+            self.drop()
             return len(mv)
 
     # ---- motor --------------------------------------------------------------------------
@@ -202,14 +202,14 @@ class Hal:
     def start(self, n, hz, direction):
         self.stop()
         self.t0, self.n, self.hz, self.final = self.now_ms(), n, hz, -1
-        self._train("M %d %d %d %d" % (self.t0, n, hz, direction))
+        self._train(b"M %d %d %d %d" % (self.t0, n, hz, direction))
 
     def _train(self, line):
         self.request(line, b"S")  # lockstep: the readings after this train (or cut), before time moves
 
     def enable(self, on):
         """The driver's enable pin: off de-energises the motor (stops a runaway)."""
-        self.send("%c %d %d" % (69, self.now_ms(), 1 if on else 0))
+        self.send(b"%c %d %d" % (69, self.now_ms(), 1 if on else 0))
 
     def busy(self):
         return self.count() < self.n
@@ -218,19 +218,19 @@ class Hal:
         if self.final < 0:
             e = self.count()
             if e < self.n:
-                self._train("%c %d %d" % (88, self.now_ms(), e))
+                self._train(b"%c %d %d" % (88, self.now_ms(), e))
             self.final = e
         return self.final
 
     # ---- annunciator --------------------------------------------------------------------
     def buzzer(self, pattern):
-        self.send("%c %d %s" % (66, self.now_ms(), pattern))
+        self.send(b"%c %d %s" % (66, self.now_ms(), pattern))
 
     def led(self, pattern):
-        self.send("%c %d %s" % (76, self.now_ms(), pattern))
+        self.send(b"%c %d %s" % (76, self.now_ms(), pattern))
 
     def vibrate(self, pattern):
-        self.send("%c %d %s" % (86, self.now_ms(), pattern))
+        self.send(b"%c %d %s" % (86, self.now_ms(), pattern))
 
     # ---- sensors and watchdog -------------------------------------------------------------
     def sense(self):
@@ -239,7 +239,7 @@ class Hal:
     def wdt_start(self, ms):
         self.wdt_ms = ms
         self.fed = self.now
-        self.send("%c %d %d" % (87, self.now, ms))
+        self.send(b"%c %d %d" % (87, self.now, ms))
 
     def wdt_feed(self):
         self.fed = self.now

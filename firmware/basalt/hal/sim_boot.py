@@ -7,8 +7,8 @@ import socket
 
 from micropython import const
 
-from ..lib.filestore import FileStore
-from . import sim
+from basalt.hal import sim
+from basalt.lib.filestore import FileStore
 
 _RX = const(256)  # longest bus line (radio lines carry hex payloads): sim.py's rx buffer
 
@@ -18,13 +18,13 @@ def make_hal(board, argv):
     (hil/sim/firmware.py; one argument, as each is an interned name)."""
     if board.TICK_MS != sim.TICK_MS:
         raise ValueError("the core's control period is 1000 ms")
-    if not argv or not argv[0].startswith("--sim="):
+    if not argv or not argv[0].encode().startswith(b"--sim="):  # bytes: not an interned name
         raise ValueError("the simulator HAL is started by hil/sim (--sim=...)")
     a = argv[0][6:].split(",", 5)
     if a[2] == "realtime":
         import time
 
-        from .sim_rt import RealtimeHal
+        from basalt.hal.sim_rt import RealtimeHal
 
         h = RealtimeHal()
         h.boot = time.ticks_ms()  # not t0: that is the motor train start
@@ -42,14 +42,14 @@ def make_hal(board, argv):
     h.storage = FileStore(a[5])
     h.poller = p = select.poll()
     h.bus = s = socket.socket()
-    s.connect(socket.getaddrinfo("127.0.0.1", int(a[0]))[0][-1])
+    s.connect(socket.getaddrinfo(b"127.0.0.1", int(a[0]))[0][-1])
     s.setsockopt(6, 1, 1)  # IPPROTO_TCP, TCP_NODELAY: unanswered lines must not wait 40 ms
     h.rx = bytearray(_RX)
     h.rx_len = 0
     p.register(s, select.POLLIN)
     h.listener = s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(socket.getaddrinfo("127.0.0.1", int(a[1]))[0][-1])
+    s.bind(socket.getaddrinfo(b"127.0.0.1", int(a[1]))[0][-1])
     s.listen(1)
     p.register(s, select.POLLIN)
     h.client = None
@@ -60,5 +60,5 @@ def make_hal(board, argv):
     h.t0 = h.n = h.final = 0
     h.hz = 1
     h.has_radio = a[4] == "1"  # the harness attached a radio (hil/ble/bridge.py)
-    h.send("%c %d" % (82, h.port))
+    h.send(b"%c %d" % (82, h.port))
     return h

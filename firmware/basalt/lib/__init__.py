@@ -1,7 +1,7 @@
 # Basalt's shared helpers, in the package module itself: a module of their own would cost ~0.4 KB
 # of module overhead and three interned names each (docs/memory.md). Two things live here:
 #
-# 1. The overlay loader (call, run, drop). Modules use it as `from .. import lib as overlay`, then
+# 1. The overlay loader (call, run, drop). Modules use it as `from basalt import lib as overlay`, then
 #    overlay.call(...).
 #
 # 2. crc16: CRC-16/MCRF4XX, poly 0x1021 reflected (0x8408), init 0xFFFF, reflected in/out, no final
@@ -65,12 +65,13 @@ def run(module, name, *args, **kw):
 
 def drop():
     """Forget every overlay module and the basalt.cmd package, so the collector can reclaim them;
-    and what overlays load beside them: the frame checker (basalt.proto.frame, per request line)
-    and the CGM codec (basalt.cgm, per reading)."""
+    and what overlays load beside them: the request checker (basalt.proto.req and .frame, per line),
+    the CGM codec (basalt.cgm, per reading) and the settings save (basalt.lib.save)."""
     for key in [k for k in sys.modules if k.startswith("basalt.cmd") or k.startswith("basalt.cgm")
-                or k == "basalt.proto.frame"]:
+                or k == "basalt.proto.frame" or k == "basalt.proto.req" or k == "basalt.lib.save"]:
         del sys.modules[key]
-    for pkg, attr in (("basalt", "cmd"), ("basalt", "cgm"), ("basalt.proto", "frame")):
+    for pkg, attr in (("basalt", "cmd"), ("basalt", "cgm"), ("basalt.proto", "frame"), ("basalt.proto", "req"),
+                      ("basalt.lib", "save")):
         try:
             delattr(sys.modules[pkg], attr)
         except (AttributeError, KeyError):

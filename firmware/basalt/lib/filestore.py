@@ -12,7 +12,7 @@
 # no clean-shutdown marker, exactly what a brown-out mid-write leaves behind.
 import os
 
-from . import crc16
+from basalt.lib import crc16
 
 
 class FileStore:

@@ -1,7 +1,7 @@
 # The console protocol's wire format, shared by the pump's server (proto/server.py) and the host
 # (host/client.py, under CPython). The package module holds only the constants the resident
 # server needs; encoding and checking frames is proto/frame.py, which the pump loads per request
-# line (cmd/_req.py) and drops again. The command table is basalt/cmd/_req.py's.
+# line (proto/req.py) and drops again. The command table is basalt/proto/req.py's.
 # docs/protocol.md is the full description.
 #
 # Frames: one line each, readable on a serial terminal, checked by CRC.

@@ -1,8 +1,8 @@
-# Frames: encoding (the host's) and checking (the pump's request checker, cmd/_req.py, and the
-# host's reply reader). Not resident in the pump: cmd/_req.py loads it per line and drops it.
-from ..core import Refused
-from ..lib import crc16
-from . import HEX
+# Frames: encoding (the host's) and checking (the pump's request checker, proto/req.py, and the
+# host's reply reader). Not resident in the pump: proto/req.py loads it per line and drops it.
+from basalt.core import Refused
+from basalt.lib import crc16
+from basalt.proto import HEX
 
 
 def encode(data):

@@ -13,15 +13,38 @@ import json
 
 from micropython import const
 
-from .. import lib as overlay
-from ..core import Refused
-from ..lib import crc16
-from . import HEX, MAX_FRAME
+from basalt import lib as overlay
+from basalt.core import Refused
+from basalt.lib import crc16
+from basalt.proto import HEX, MAX_FRAME
 
 _TX_SIZE = const(1024)
 _CACHE_SLOT = const(320)  # a therapy command's reply (a bolus report is ~260 bytes)
 _REPLY_RESERVE = const(512)
-_REPLY_CACHE = const(2)  # recent request ids recognised on retransmission (cmd/_req.py)
+_REPLY_CACHE = const(2)  # recent request ids recognised on retransmission (proto/req.py)
+
+
+def command(pump, module, name, args):
+    """Run command `name` (an overlay). Then, with its code dropped, save the settings change it
+    made, if any (cmd.commit left it in pump.pending): a command's code and the save overlay are
+    never in the heap together (docs/memory.md). A save that fails - the save overlay not loading
+    included - puts back what changed: nothing changed, and the command is refused."""
+    data = overlay.call(module, name, pump, args)
+    if pump.pending:
+        try:
+            overlay.call("basalt.lib.save", "commit", pump)
+        except Exception as e:  # noqa: BLE001 - storage full, flash error, out of memory: all the same
+            undo, pump.pending = pump.pending[0], None
+            for o, k, v in undo:  # (object, attribute name | dict key | index | None: its contents, old value)
+                if k is None:
+                    o[:] = v  # copied back into the same array or list: nothing new stays in the heap
+                elif type(k) is str and type(o) is not dict:
+                    setattr(o, k, v)
+                else:
+                    o[k] = v
+            pump.set_caps()  # the caps follow the limits
+            raise Refused("storage", "settings could not be saved (%s); nothing was changed" % type(e).__name__)
+    return data
 
 
 class ConsoleServer(io.IOBase):
@@ -57,7 +80,7 @@ class ConsoleServer(io.IOBase):
         self.w = w + n
         return n
 
-    def _send(self, doc, event):
+    def send(self, doc, event):
         """Queue doc as one frame, $<json>*<CRC>\n (proto/__init__.py) - or, when doc is a
         memoryview, those bytes as they are (a kept reply, replayed). Return the frame's start in
         the buffer, or -1 if it did not fit (dropped and counted). Events may fill the buffer only
@@ -104,17 +127,17 @@ class ConsoleServer(io.IOBase):
     def event(self, name, data):
         self.seq += 1
         t = self.pump.uptime_s if self.pump else 0
-        self._send({"ev": name, "seq": self.seq, "t": t, "data": data}, True)
+        self.send({"ev": name, "seq": self.seq, "t": t, "data": data}, True)
         self.flush()
 
-    def _reply(self, rid, ok, data, crc=-1):
+    def reply(self, rid, ok, data, crc=-1):
         """Queue a reply (data, or (code, msg) when not ok); with crc >= 0 also keep it for
         retransmissions of that request."""
         if ok:
             doc = {"id": rid, "ok": True, "data": data}
         else:
             doc = {"id": rid, "ok": False, "err": data[0], "msg": data[1]}
-        start = self._send(doc, False)
+        start = self.send(doc, False)
         if crc >= 0:
             self._remember(rid, crc, start)
         self.flush()
@@ -131,9 +154,9 @@ class ConsoleServer(io.IOBase):
                 if b == 10:  # '\n'
                     if self.rx_len < 0:
                         self.frames_bad += 1
-                        self._reply(0, False, ("too_long", "frame longer than %d bytes" % MAX_FRAME))
+                        self.reply(0, False, ("too_long", "frame longer than %d bytes" % MAX_FRAME))
                     elif self.rx_len:
-                        self._line(self.rx_len)
+                        self.line(self.rx_len)
                     self.rx_len = 0
                 elif self.rx_len >= 0:
                     if self.rx_len >= MAX_FRAME - 1:
@@ -142,32 +165,42 @@ class ConsoleServer(io.IOBase):
                         self.rx[self.rx_len] = b
                         self.rx_len += 1
 
-    def _line(self, n):
+    def line(self, n):
         """Handle the line rx[0:n]. Checking it - frame, JSON, id, retransmission, ping - and
-        finding its command is the _req overlay's (basalt/cmd/_req.py): loaded per line and
+        finding its command is the request overlay's (basalt/proto/req.py): loaded per line and
         dropped before the command's overlay loads, so neither that code nor the command table
         sits in the heap between requests or beside a command."""
         rid = crc = 0
         try:
-            r = overlay.call("_req", "parse", self, n)  # None: answered there (or nothing to answer)
+            # The JSON body of "$<json>*<crc>", parsed in place before the checker loads (req.py:
+            # it checks the frame and the CRC before anything is acted on).
+            rx, req = self.rx, None
+            k = n - 1 if n and rx[n - 1] == 13 else n
+            if k > 6 and rx[0] == 36 and rx[k - 5] == 42:
+                try:
+                    req = json.loads(memoryview(rx)[1:k - 5])
+                except ValueError:
+                    pass
+            r = overlay.call("basalt.proto.req", "parse", self, n, req)  # None: answered there
+            req = None
             if r is None:
                 return
             rid, crc, module, read_only, cmd, args = r
             r = None
             if not read_only:
                 self.pump.user_t = self.pump.uptime_s  # the user acted: auto-off restarts
-            data = overlay.call(module, cmd, self.pump, args)
+            data = command(self.pump, module, cmd, args)
             if not read_only:  # the new state is in flash before the reply says so
                 self.pump.history.save(self.pump)
-            self._reply(rid, True, data, -1 if read_only else crc)
+            self.reply(rid, True, data, -1 if read_only else crc)
         except Refused as e:  # a refused command
             self.frames_bad += 1
-            self._reply(rid, False, (e.code, e.msg), crc if rid else -1)
+            self.reply(rid, False, (e.code, e.msg), crc if rid else -1)
         except Exception as e:  # noqa: BLE001 - a bug in one command must not take the pump down
             self.frames_bad += 1
             if not rid:  # the checker itself failed (out of memory): the line's id, read raw, so
                 rid = self._raw_id(n)  # the host can match the refusal (it was not executed)
-            self._reply(rid, False, ("internal", "internal error: %s" % type(e).__name__))
+            self.reply(rid, False, ("internal", "internal error: %s" % type(e).__name__))
         finally:
             gc.collect()  # reclaim the overlays before the next tick allocates around them
 
