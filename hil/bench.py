@@ -176,7 +176,7 @@ WORST_CASE = [("profile_set", {"name": f"profile{i}", "segments": _SEG}) for i i
     ("profile_delete", {"name": "profile4"}), ("profile_set", {"name": "profile4", "segments": _SEG}),
     ("suspend", {}), ("resume", {}),
     # without a radio these are refused ("state"); with one they run (test_heap's CGM case)
-    ("cgm", {}), ("cgm_history", {}), ("cgm_set", {"low_mgdl": 75}), ("cgm_pair", {"address": "C0:98:E5:49:00:01"}),
+    ("cgm", {}), ("cgm_history", {}), ("cgm_set", {"low_mgdl": 75}), ("cgm_scan", {}), ("cgm_pair", {"address": "C0:98:E5:49:00:01"}),
 ]
 WORST_PREPARE = [[i * 30, 500 + 10 * i] for i in range(48)]  # Dut.prepare runs the reservoir workflow too
 

@@ -67,9 +67,13 @@ def test_default_day_totals(tmp_path):
     kinds = {c["check"] for s in scn["steps"] for c in s["checks"]}
     assert {"plant_delivered", "pump_matches_plant", "bolus_speed", "event", "expect_refused", "unchanged",
             "temp_basal", "extended", "history", "reply", "profile", "prime", "clock"} <= kinds
-    # No CGM in `make sim` yet: with the radio the day's therapy commands outgrow the 64 KB heap
-    # (docs/memory.md, "The CGM client"); scenarios/cgm.yaml runs the CGM on its own.
-    assert "cgm" not in scn or scn["cgm"] is None
+    # The CGM over simulated Bluetooth all day: a reading every 5 minutes, every one accepted and
+    # logged, the 15-minute link loss reconnected and its readings backfilled by RACP.
+    cgm = scn["cgm"]
+    assert cgm["paired"] == cgm["sensor"] and cgm["link"] == "up" and cgm["events_lost"] == 0
+    assert cgm["readings"] >= 285 and cgm["logged"] == cgm["readings"] and cgm["rejected"] == {}
+    assert cgm["backfilled"] >= 1 and cgm["link_downs"] == 1 and cgm["reconnects"] == 1
+    assert cgm["radio"]["connects"] == {cgm["sensor"]: 2} and not cgm["radio"]["errors"]
 
 
 def test_basal_day_is_exactly_24_units(tmp_path):

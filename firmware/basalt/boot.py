@@ -50,7 +50,8 @@ def link(bt):
     c.q = array("h", bytes(2 * INTS * SLOTS))
     c.data = bytearray(DATA * SLOTS)
     c.pair = bytearray(7)  # pair[0] = 1 and the paired sensor's 6-byte address; 0: none
-    c.v = v = array("i", bytes(4 * 26))
+    c.found = bytearray(28)  # cgm_scan: up to 4 sensors found, each its address type and address
+    c.v = v = array("i", bytes(4 * 27))  # (26: sensors found by cgm_scan)
     v[4] = -1  # last: no record yet
     v[7] = 1200  # loss_s: the signal-loss alert after 20 min
     v[8] = 70  # low: the low-glucose alert at 70 mg/dL, on by default

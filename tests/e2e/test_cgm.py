@@ -211,3 +211,34 @@ def test_pairing_and_alert_settings_survive_a_restart_and_the_trend_follows_gluc
     assert st2["paired"] == PAIRED and st2["low_mgdl"] == 80 and st2["loss_min"] == 30
     rig.sim.advance(10 * MIN)
     assert c.request("cgm")["link"] == "up" and c.request("cgm")["glucose_mgdl"] >= 130
+
+
+def test_an_unpaired_pump_searches_for_cgm_sensors_and_pairs_with_the_one_chosen(rig):
+    """cgm_scan: the pump scans for the CGM service (0x181F) and lists the sensors in range; it
+    connects to none of them until the user pairs one."""
+    rig.bridge.add_sensor(PAIRED, profile=lambda t: 120, noise=False)
+    rig.bridge.add_sensor(OTHER, name="Other CGM", profile=lambda t: 150, noise=False)
+    c = rig.start(pair=None).c
+    rig.sim.advance(MIN)
+    assert not [h for h in rig.bridge.history if h[1] == "scan"]  # unpaired and not asked: radio quiet
+    for bad, code in (({"seconds": 3}, "range"), ({"seconds": "10"}, "bad_arg"), ({"colour": 1}, "bad_arg")):
+        with pytest.raises(PumpError) as e:
+            c.request("cgm_scan", **bad)
+        assert e.value.code == code
+    assert c.request("cgm_scan", seconds=10) == {"link": "searching", "seconds": 10}
+    assert c.request("cgm")["link"] == "searching"
+    with pytest.raises(PumpError) as e:
+        c.request("cgm_scan")
+    assert e.value.code == "busy"
+    rig.sim.advance(15_000)
+    st = c.request("cgm")
+    assert st["link"] == "idle" and sorted(st["found"]) == sorted([PAIRED, OTHER]) and st["paired"] is None
+    assert not [h for h in rig.bridge.history if h[1] == "connect"]  # found, never connected
+    c.request("cgm_pair", address=OTHER)
+    rig.sim.advance(6 * MIN)
+    st = c.request("cgm")
+    assert st["link"] == "up" and st["glucose_mgdl"] == 150
+    assert {h[2] for h in rig.bridge.history if h[1] == "connect"} == {OTHER}
+    with pytest.raises(PumpError) as e:
+        c.request("cgm_scan")  # paired: it talks to its own sensor only
+    assert e.value.code == "state"

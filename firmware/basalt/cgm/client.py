@@ -18,6 +18,7 @@ _SCANNING = const(1)
 _CONNECTING = const(2)
 _DISCOVERING = const(3)
 _UP = const(4)
+_SEARCHING = const(5)  # cgm_scan (cmd/cgm_cmd.py): reporting every CGM sensor advertising nearby
 # (cmd/cgm_cmd.py names them for the host)
 
 _STEP_S = const(20)  # a scan, connect or discovery step that takes longer is given up
@@ -118,6 +119,8 @@ def service(pump):
         except OSError:  # a call the radio refused: start over
             down(pump, link, now)
     if not link.pair[0]:
+        if link.v[_STATE] == _SEARCHING and now >= link.v[_DUE]:
+            down(pump, link, now)  # a search whose scan never reported its end
         return
     if link.v[_STATE] == _IDLE and now >= link.v[_DUE]:
         link.v[_STATE] = _SCANNING
@@ -140,7 +143,7 @@ def down(pump, link, now):
     link.v[_DUE] = now + link.v[_RETRY_S]
     ble = link.ble
     try:
-        if st == _SCANNING:
+        if st == _SCANNING or st == _SEARCHING:
             ble.gap_scan(None)
         elif st == _CONNECTING:
             ble.gap_connect(None)  # cancel the attempt

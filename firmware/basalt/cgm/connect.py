@@ -13,6 +13,8 @@ _SCANNING = const(1)
 _CONNECTING = const(2)
 _DISCOVERING = const(3)
 _UP = const(4)
+_SEARCHING = const(5)
+_FOUND = const(26)  # link.v: sensors found so far by cgm_scan (link.found holds them)
 _STEP_S = const(20)  # a step that takes longer is given up (client.py)
 
 # IRQ numbers (MicroPython's bluetooth module)
@@ -60,6 +62,19 @@ _U_CCCD = const(5)
 def event(pump, link, now, ev, a, b, c, d, code, mv):
     """One connection event: scan, connect, discovery, the Feature read, the CCCD writes."""
     ble, h, st = link.ble, link.v, link.v[_STATE]
+    if st == _SEARCHING:  # cgm_scan: every CGM sensor in range (core/cgm.py checked each one's advertising)
+        if ev == _SCAN_RESULT and len(mv) == 6 and h[_FOUND] < 4:
+            f, addr = link.found, bytes(mv)
+            for j in range(h[_FOUND]):
+                if f[7 * j + 1:7 * j + 7] == addr:
+                    return  # seen already
+            j = 7 * h[_FOUND]
+            f[j] = a  # its address type
+            f[j + 1:j + 7] = addr
+            h[_FOUND] += 1
+        elif ev == _SCAN_DONE:
+            h[_STATE] = _IDLE
+        return
     if ev == _SCAN_RESULT:  # only the paired sensor gets queued (core/cgm.py)
         if st == _SCANNING and h[_TARGET] == 0xFFFF:
             h[_TARGET] = a

@@ -8,6 +8,7 @@ from basalt.cmd import check_int, commit, only, opt
 from basalt.core import Refused
 
 # core/cgm.py CgmLink.v slots
+_SEARCHING = const(5)  # cgm/client.py states: 0 idle ... 4 up, 5 searching (cgm_scan)
 _STATE = const(0)
 _CONN = const(1)
 _DUE = const(2)
@@ -19,6 +20,7 @@ _LOSS_S = const(7)
 _LOW = const(8)
 _HIGH = const(9)
 _LOST = const(13)
+_FOUND = const(26)  # sensors found by cgm_scan (c.found holds their addresses)
 
 
 def link(pump):
@@ -36,9 +38,11 @@ def cgm(pump, args):
     p = c.pair
     v = c.v
     out = {"paired": None if not p[0] else ":".join("%02X" % b for b in p[1:7]),
-           "link": ("idle", "scanning", "connecting", "discovering", "up")[v[_STATE]],
+           "link": ("idle", "scanning", "connecting", "discovering", "up", "searching")[v[_STATE]],
            "glucose_mgdl": None, "age_s": None, "trend": None, "low_mgdl": v[_LOW], "high_mgdl": v[_HIGH],
            "loss_min": v[_LOSS_S] // 60, "counts": list(c.vs[29:44]), "events_lost": v[_LOST]}
+    if v[_FOUND]:  # what the last cgm_scan found
+        out["found"] = [":".join("%02X" % b for b in c.found[7 * j + 1:7 * j + 7]) for j in range(v[_FOUND])]
     if c.v[_GN]:
         i = (c.v[_GN] - 1) % 24
         out["glucose_mgdl"], out["age_s"] = c.g[i], pump.uptime_s - c.gt[i]
@@ -122,11 +126,32 @@ def cgm_set(pump, args):
     return {"low_mgdl": low, "high_mgdl": high, "loss_min": loss}
 
 
+def cgm_scan(pump, args):
+    """{seconds: 5..60 (10)}: an unpaired pump searches for sensors advertising the CGM service
+    (0x181F); `cgm` lists what it found ("found", up to 4 addresses) for the user to choose one
+    with cgm_pair. It never connects to them. A paired pump talks to its own sensor only."""
+    only(args, "seconds")
+    c = link(pump)
+    t = check_int(opt(args, "seconds", 10), "seconds", 5, 60)
+    if c.pair[0]:
+        raise Refused("state", "the pump is paired: unpair it (cgm_pair with address null) to search")
+    if c.v[_STATE] == _SEARCHING:
+        raise Refused("busy", "a search is running")
+    c.v[_FOUND] = 0
+    try:
+        c.ble.gap_scan(t * 1000, 30000, 30000, True)  # active: a sensor may name the service in its scan response
+    except OSError as e:
+        raise Refused("radio", "the radio refused the scan (%d)" % e.args[0])
+    c.v[_STATE] = _SEARCHING
+    c.v[_DUE] = pump.uptime_s + t + 10  # the scan reports its end; this is in case it never does
+    return {"link": "searching", "seconds": t}
+
+
 def reset(pump, c):
     """A new pairing: drop the link and the session mapping; scan now."""
     if c.v[_STATE]:
         try:
-            if c.v[_STATE] == 1:
+            if c.v[_STATE] == 1 or c.v[_STATE] == _SEARCHING:
                 c.ble.gap_scan(None)
             elif c.v[_STATE] == 2:
                 c.ble.gap_connect(None)

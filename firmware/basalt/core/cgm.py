@@ -17,6 +17,7 @@ SLOTS = const(8)  # queued events
 DATA = const(24)  # bytes per event: 23 of data (a default-MTU notification is at most 20), the length
 INTS = const(6)  # per event: the IRQ number, up to four ints of its tuple, the UUID's code
 _UP = const(4)  # client state "up" (cgm/client.py)
+_SEARCHING = const(5)  # client state "searching" (cmd/cgm_cmd.py cgm_scan): any CGM sensor is reported
 _ALARM_LOSS = const(14)  # core/pump.py ALARMS: cgm_signal_loss
 
 # The UUIDs the client looks for, by code (1 + index): service, measurement, feature, RACP, CCCD
@@ -49,8 +50,8 @@ class CgmLink:
     # pump time), vs (the validator's state).
 
     def tick(self, pump, u):
-        """Every control tick, when paired: run the client if events wait or a timer is due, and
-        raise the signal-loss alert after v[_LOSS_S] without a valid reading."""
+        """Every control tick, when paired (or searching, cgm_scan): run the client if events wait
+        or a timer is due, and raise the signal-loss alert after v[_LOSS_S] without a valid reading."""
         v = self.v
         if v[_N] or v[_STATE] != _UP and u >= v[_DUE]:
             try:
@@ -58,7 +59,7 @@ class CgmLink:
             except Exception:  # noqa: BLE001 - never take delivery down: start the link over
                 v[_N] = v[_STATE] = 0
                 v[_DUE] = u + 30
-        if u - v[_VALID_T] >= v[_LOSS_S] and not pump.alarm_st[_ALARM_LOSS]:
+        if self.pair[0] and u - v[_VALID_T] >= v[_LOSS_S] and not pump.alarm_st[_ALARM_LOSS]:
             pump.alarm("cgm_signal_loss")
 
     def irq(self, event, data):
@@ -83,10 +84,24 @@ class CgmLink:
                 m = len(x) if len(x) < DATA else DATA - 1
                 for t in range(m):
                     d[o + t] = x[t]
-        if event == 5:  # scan result (addr_type, addr, adv_type, rssi, adv): the paired sensor's?
-            for t in range(6):
-                if d[o + t] != self.pair[t + 1]:
-                    return
+            elif event == 5 and v[_STATE] == _SEARCHING and x is not None:
+                # the advertising data, while searching: does a list of 16-bit service UUIDs
+                # (AD type 2 or 3) name the CGM service, 0x181F? (code 1, as the service's)
+                t = 0
+                while t + 1 < len(x):
+                    if x[t + 1] == 2 or x[t + 1] == 3:
+                        for u in range(t + 2, t + x[t], 2):
+                            if u + 1 < len(x) and x[u] == 0x1F and x[u + 1] == 0x18:
+                                q[k + 5] = 1
+                    t += x[t] + 1
+        if event == 5:  # scan result (addr_type, addr, adv_type, rssi, adv)
+            if v[_STATE] == _SEARCHING:
+                if not q[k + 5]:
+                    return  # not a CGM sensor
+            else:  # the paired sensor's?
+                for t in range(6):
+                    if d[o + t] != self.pair[t + 1]:
+                        return
         elif event in (9, 11, 13) and not q[k + 5]:  # a service, characteristic or descriptor
             return  # the client does not use
         d[o + DATA - 1] = m  # the length, in the slot's last byte

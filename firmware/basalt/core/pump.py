@@ -89,8 +89,8 @@ class Pump:
         self.win.advance(u)
         if self.hw is not None:
             self.check(self.hw.sense())
-        if self.cgm is not None and self.cgm.pair[0]:
-            self.cgm.tick(self, u)  # the CGM client (core/cgm.py), when paired
+        if self.cgm is not None and (self.cgm.pair[0] or self.cgm.v[0]):
+            self.cgm.tick(self, u)  # the CGM client (core/cgm.py), when paired or searching
         if self.remind and self.uptime_s >= self.remind:  # (a negative remind is due at once)
             try:
                 overlay.call("alarm", "remind", self)

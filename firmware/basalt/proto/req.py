@@ -19,8 +19,8 @@ TABLE = (
     " |profile: basal_get* profile_list* profile_get* |basal: basal_set profile_set"
     " |profile_sel: profile_select profile_delete |temp: temp_basal temp_basal_cancel"
     " |bolus: bolus |therapy: bolus_cancel |calc: bolus_calc* |calc_cfg: calc_set calc_get*"
-    " |reservoir: suspend resume rewind reservoir_insert prime_start prime_stop cannula_fill"
-    " |alarm: alarms* alarm_ack alarm_set |cgm_cmd: cgm* cgm_history* cgm_pair cgm_set |"
+    " |state: suspend resume |reservoir: rewind reservoir_insert prime_start prime_stop cannula_fill"
+    " |alarm: alarms* alarm_ack alarm_set |cgm_cmd: cgm* cgm_history* cgm_pair cgm_set cgm_scan |"
 )
 
 
